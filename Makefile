@@ -1,0 +1,51 @@
+# cashback-ml: `make run` serves the demo, `make test` is the CI gate.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help env run test lint typecheck pytest notebooks bench lock clean-data
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) venv --quiet --allow-existing --python 3.11 $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+env: $(STAMP)  ## create the virtualenv from the lock file
+
+run: env  ## build demo data (and later features and models) if absent, then serve
+	$(BIN)/cashback demo
+
+lint: env  ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: env  ## mypy, strict
+	$(BIN)/mypy
+
+pytest: env  ## unit, integration and real-data tests (not the benchmarks)
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+notebooks: env  ## execute the jupytext notebooks on small data
+	$(BIN)/python -m tests.notebook_runner notebooks
+
+test: lint typecheck pytest notebooks  ## everything CI runs
+
+bench: env  ## full benchmarks; figures go to benchmarks/results/
+	$(BIN)/pytest tests/benchmarks -m bench -p no:xdist -s
+
+lock:  ## re-resolve dependencies and export the hashed lock file
+	$(UV) lock
+	$(UV) export --quiet --format requirements-txt --all-groups --no-emit-project -o requirements.lock
+	@rm -f uv.lock
+
+clean-data:  ## remove generated data (data/)
+	rm -rf data

@@ -1,0 +1,140 @@
+"""The `cashback` command line: one group per resource, each command a thin call into a job."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cashback.errors import CashbackError
+from cashback.progress import enable_progress
+from cashback.settings import get_settings
+
+app = typer.Typer(
+    name="cashback",
+    help="cashback-ml: features, models, experiments and an API for cashback programs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Simulate, import and validate contract data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+class Preset(StrEnum):
+    """Worlds the simulator can build."""
+
+    DEFAULT = "default"
+    HARD = "hard"
+
+
+class Source(StrEnum):
+    """Importable sources: built-in mappings, or `mapped` with a YAML mapping."""
+
+    ONLINE_RETAIL = "online_retail"
+    HILLSTROM = "hillstrom"
+    COOKIE_CATS = "cookie_cats"
+    MAPPED = "mapped"
+
+
+@app.callback()
+def _root() -> None:
+    enable_progress(sys.stderr.isatty())
+
+
+@data_app.command("simulate")
+def simulate(
+    out: Annotated[Path, typer.Option(help="directory to write the contract tables and truth/")],
+    customers: Annotated[int | None, typer.Option(help="number of customers", min=10)] = None,
+    days: Annotated[int | None, typer.Option(help="days simulated", min=14)] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (same seed, same bytes)")] = None,
+    preset: Annotated[Preset, typer.Option(help="default, or hard: weaker signals")] = Preset.DEFAULT,
+    start: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (UTC)")] = None,
+) -> None:
+    """Simulate a cashback program with ground truth (written under OUT/truth)."""
+    from pipelines.simulate import run, world_config  # noqa: PLC0415 (keeps --help fast)
+
+    settings = get_settings()
+    config = world_config(
+        settings, customers=customers, days=days, seed=seed, preset=preset.value, start=start
+    )
+    summary = run(config, out, settings)
+    _print_counts(f"simulated world written to {out}", summary.rows)
+
+
+@data_app.command("import")
+def import_data(
+    source: Annotated[Source, typer.Argument(help="which mapping to apply")],
+    path: Annotated[Path, typer.Argument(help="the file (or folder) to import")],
+    out: Annotated[Path, typer.Option(help="directory to write the contract tables")],
+    mapping: Annotated[
+        Path | None, typer.Option(help="YAML column mapping (with SOURCE=mapped)")
+    ] = None,
+) -> None:
+    """Import a real data set onto the contract (built-in mappings or a YAML mapping)."""
+    from pipelines.data_import import run  # noqa: PLC0415
+
+    summary = run(source.value, path, out, get_settings(), mapping=mapping)
+    _print_counts(f"imported {path.name} into {out}", summary.rows)
+    if summary.left_out:
+        _print_counts("rows left out, by reason", summary.left_out)
+    for note in summary.notes:
+        out_console.print(f"note: {note}")
+
+
+@data_app.command("validate")
+def validate(
+    directory: Annotated[Path, typer.Argument(help="a directory of contract tables")],
+) -> None:
+    """Check every table in DIRECTORY against the contract; exit 1 on any violation."""
+    from cashback.tables import validate_directory  # noqa: PLC0415
+
+    report = validate_directory(directory)
+    if report.ok:
+        out_console.print(f"{directory}: all tables satisfy the contract")
+        return
+    table = Table("table", "row", "column", "rule", "message", title=f"{report.total} violation(s)")
+    for v in report.violations.iter_rows(named=True):
+        table.add_row(v["table"], str(v["row"] or "-"), v["column"], v["rule"], v["message"])
+    out_console.print(table)
+    counts = Table("table", "column", "rule", "rows", title="violations per rule")
+    for c in report.counts.iter_rows(named=True):
+        counts.add_row(c["table"], c["column"], c["rule"], str(c["n"]))
+    out_console.print(counts)
+    raise typer.Exit(code=1)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Build the demo world (if absent) and every artefact later steps add; say where they are."""
+    from pipelines.demo import run  # noqa: PLC0415
+
+    for line in run(get_settings()):
+        out_console.print(line)
+
+
+def _print_counts(title: str, counts: dict[str, int]) -> None:
+    table = Table("what", "rows", title=title)
+    for name, n in counts.items():
+        table.add_row(name, f"{n:,}")
+    out_console.print(table)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app()
+    except CashbackError as error:
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except (FileNotFoundError, PermissionError) as error:
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)

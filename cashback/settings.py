@@ -1,0 +1,95 @@
+"""One settings object for the whole service, read from `CASHBACK_*` env vars and `.env`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PEPPER_FILE_NAME = ".ip_pepper"
+
+
+class SimulationSettings(BaseModel):
+    """Defaults of the simulated world (`cashback data simulate`)."""
+
+    customers: int = Field(default=20_000, ge=10, description="customers in the demo world")
+    days: int = Field(default=365, ge=14, le=3 * 365, description="days simulated")
+    seed: int = Field(default=7, ge=0)
+    start: str = Field(default="2025-01-01", description="first simulated day (UTC)")
+    fraud_share: float = Field(default=0.02, ge=0.0, lt=0.5, description="share of claims")
+    audit_share: float = Field(default=0.01, ge=0.0, le=1.0, description="random audit sample")
+    exploration: float = Field(default=0.2, ge=0.0, le=1.0, description="share of explored rates")
+    rate_grid: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)
+    holdout_share: float = Field(default=0.05, ge=0.0, lt=1.0, description="global holdout")
+    chunk_customers: int = Field(
+        default=100_000,
+        ge=1_000,
+        description="customers generated per chunk; part of the world's definition (same seed "
+        "and chunk size give the same bytes)",
+    )
+
+
+class Settings(BaseSettings):
+    """Service configuration.
+
+    Every field can be set with an env var `CASHBACK_<FIELD>` (nested with `__`, e.g.
+    `CASHBACK_SIMULATION__FRAUD_SHARE=0.03`) or in a `.env` file in the working directory.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CASHBACK_",
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    environment: Literal["dev", "prod"] = "dev"
+    data_dir: Path = Path("data")
+    ip_pepper: SecretStr | None = Field(
+        default=None,
+        description="HMAC key for ip_hash; required in prod. In dev a random one is kept in "
+        "<data_dir>/.ip_pepper.",
+    )
+    default_margin_rate: float = Field(default=0.30, gt=0.0, lt=1.0)
+    default_rate: float = Field(default=0.01, ge=0.0, lt=1.0, description="default rate card")
+    exposure_days: int = Field(default=7, ge=1, le=90)
+    currency: str = "EUR"
+    simulation: SimulationSettings = SimulationSettings()
+
+    @model_validator(mode="after")
+    def _refuse_missing_secrets_in_prod(self) -> Settings:
+        if self.environment == "prod" and (
+            self.ip_pepper is None or len(self.ip_pepper.get_secret_value()) < 16
+        ):
+            msg = "CASHBACK_IP_PEPPER must be set (at least 16 characters) when environment=prod"
+            raise ValueError(msg)
+        return self
+
+    def ip_pepper_bytes(self) -> bytes:
+        """The HMAC key for IP hashes.
+
+        Returns:
+            The configured pepper, or in dev the one kept in `<data_dir>/.ip_pepper`
+            (created with a random value the first time, atomically).
+        """
+        if self.ip_pepper is not None:
+            return self.ip_pepper.get_secret_value().encode()
+        path = self.data_dir / PEPPER_FILE_NAME
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

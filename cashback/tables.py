@@ -1,0 +1,204 @@
+"""Reading and writing contract tables: validated, and atomic (temp file, then rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from cashback.contract import TABLES, TableSpec, spec
+from cashback.validation import ContractError, ValidationReport, check_dataset, check_table
+
+PARQUET_COMPRESSION = "zstd"
+
+
+def table_path(directory: Path, name: str) -> Path:
+    """Where table `name` lives in a data directory."""
+    return directory / spec(name).file_name
+
+
+def conform(table: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """Select the contract columns in order, casting compatible dtypes (e.g. Int64 to Float64).
+
+    Raises:
+        ContractError: when a column is missing or cannot be cast.
+    """
+    report = check_table(table, _castable(table, frame))
+    if not report.ok:
+        raise ContractError(report, table.name)
+    return frame.select(table.schema.names()).cast(dict(table.schema))
+
+
+def _castable(table: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """Cast what casts losslessly so that the schema check only reports real mismatches."""
+    casts = {}
+    for name, dtype in table.schema.items():
+        if name in frame.columns and frame.schema[name] != dtype:
+            with contextlib.suppress(pl.exceptions.PolarsError):
+                casts[name] = frame[name].cast(dtype, strict=True)
+    return frame.with_columns(list(casts.values())) if casts else frame
+
+
+def read_table(directory: Path, name: str) -> pl.LazyFrame:
+    """Scan a contract table, checking its schema.
+
+    Args:
+        directory: the data directory.
+        name: the table name.
+
+    Returns:
+        A lazy frame with exactly the contract columns.
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+        ContractError: when a column is missing or has the wrong dtype.
+    """
+    table = spec(name)
+    path = table_path(directory, name)
+    if not path.exists():
+        msg = f"{path}: table {name!r} not found (run `cashback data simulate` or `cashback data import`)"
+        raise FileNotFoundError(msg)
+    lf = pl.scan_parquet(path)
+    report = check_table(table, lf.head(0).collect())
+    if not report.ok:
+        raise ContractError(report, str(path))
+    return lf.select(table.schema.names())
+
+
+def load_table(directory: Path, name: str) -> pl.DataFrame:
+    """Read a contract table into memory (see `read_table`)."""
+    return read_table(directory, name).collect()
+
+
+def write_table(directory: Path, name: str, frame: pl.DataFrame) -> Path:
+    """Validate a table against its one-table rules and write it atomically.
+
+    Raises:
+        ContractError: nothing is written when a row breaks a rule.
+    """
+    table = spec(name)
+    data = conform(table, frame)
+    report = check_table(table, data)
+    if not report.ok:
+        raise ContractError(report, table.name)
+    path = table_path(directory, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        data.write_parquet(tmp, compression=PARQUET_COMPRESSION, statistics=True)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class TableWriter:
+    """Stream a table to parquet chunk by chunk; the file appears only when all went well.
+
+    Each chunk is checked against the one-table rules before it is appended. Keys unique
+    across chunks are the writer's caller's job (check the whole directory afterwards with
+    `validate_directory`).
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.table = spec(name)
+        self.path = table_path(directory, name)
+        self.rows = 0
+        self._tmp = _temp_sibling(self.path)
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> TableWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Check and append one chunk."""
+        data = conform(self.table, frame)
+        report = check_table(self.table, data)
+        if not report.ok:
+            raise ContractError(report, f"{self.table.name} (rows {self.rows + 1}..)")
+        arrow = data.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self._tmp, arrow.schema, compression=PARQUET_COMPRESSION
+            )
+        self._writer.write_table(arrow, row_group_size=1_000_000)
+        self.rows += data.height
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._writer is None and exc_type is None:
+            self.write(self.table.empty())
+        if self._writer is not None:
+            self._writer.close()
+        if exc_type is None:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def _temp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path) -> Iterator[Path]:
+    """Build a whole data directory aside and swap it in only when complete.
+
+    Yields:
+        A staging directory next to `out`; on success it replaces `out` (files of `out`
+        that the job did not write, such as an IP pepper, are kept); on error it is removed
+        and `out` is left as it was.
+    """
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        yield staging
+        _swap_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Move every file of staging into out, each by an atomic rename."""
+    out.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.rglob("*")):
+        target = out / item.relative_to(staging)
+        if item.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            item.replace(target)
+
+
+def present_tables(directory: Path) -> list[str]:
+    """Names of the contract tables that have a file in `directory`."""
+    return [name for name, t in TABLES.items() if (directory / t.file_name).exists()]
+
+
+def validate_directory(directory: Path) -> ValidationReport:
+    """Check every contract table present in a directory, alone and against each other.
+
+    Raises:
+        FileNotFoundError: when the directory holds no contract table.
+    """
+    names = present_tables(directory)
+    if not names:
+        msg = f"{directory}: no contract tables found (expected files like customers.parquet)"
+        raise FileNotFoundError(msg)
+    frames: Mapping[str, pl.LazyFrame] = {
+        name: pl.scan_parquet(table_path(directory, name)) for name in names
+    }
+    return check_dataset(frames, TABLES)

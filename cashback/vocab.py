@@ -1,0 +1,104 @@
+"""Fixed vocabularies of the data contract: one enum each, used everywhere."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    """Where an order was placed."""
+
+    ONLINE = "online"
+    STORE = "store"
+    APP = "app"
+
+
+class OfferKind(StrEnum):
+    """How an offer computes its cashback."""
+
+    FLAT = "flat"
+    TIERED = "tiered"
+    CATEGORY = "category"
+    SEASONAL = "seasonal"
+    CUMULATIVE = "cumulative"
+
+
+class Payout(StrEnum):
+    """When cashback is paid: at once, or after a validation period."""
+
+    IMMEDIATE = "immediate"
+    DEFERRED = "deferred"
+
+
+class PayoutMethod(StrEnum):
+    """Where cashback is paid."""
+
+    BANK_TRANSFER = "bank_transfer"
+    STORE_CREDIT = "store_credit"
+    WALLET = "wallet"
+    CARD_STATEMENT = "card_statement"
+    POINTS = "points"
+
+
+class Lifecycle(StrEnum):
+    """Lifecycle stage of a customer."""
+
+    NEW = "new"
+    REGULAR = "regular"
+    AT_RISK = "at_risk"
+    INACTIVE = "inactive"
+
+
+class AbuseType(StrEnum):
+    """Kinds of cashback fraud and abuse."""
+
+    MULTI_ACCOUNT = "multi_account"
+    RECEIPT_REUSE = "receipt_reuse"
+    CLAIM_THEN_RETURN = "claim_then_return"
+    VELOCITY = "velocity"
+    NEW_ACCOUNT = "new_account"
+    OTHER = "other"
+
+
+class Label(StrEnum):
+    """Outcome of a claim once known."""
+
+    FRAUD = "fraud"
+    LEGIT = "legit"
+
+
+class LabelSource(StrEnum):
+    """Where a label came from (rule hits are never labels)."""
+
+    CHARGEBACK = "chargeback"
+    REVIEW = "review"
+    AUDIT = "audit"
+
+
+class ReviewDecision(StrEnum):
+    """A risk analyst's decision on a claim."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    PARTIAL = "partial"
+    CLAWBACK = "clawback"
+    HOLD = "hold"
+
+    def label(self) -> Label | None:
+        """The label this decision implies (hold implies none yet)."""
+        return {
+            ReviewDecision.APPROVE: Label.LEGIT,
+            ReviewDecision.REJECT: Label.FRAUD,
+            ReviewDecision.PARTIAL: Label.FRAUD,
+            ReviewDecision.CLAWBACK: Label.FRAUD,
+            ReviewDecision.HOLD: None,
+        }[self]
+
+
+class ExperimentStatus(StrEnum):
+    """Life of an experiment."""
+
+    DRAFT = "draft"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
