@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from cashback.errors import CashbackError
 from cashback.contract import (
     VIOLATION_SCHEMA,
     TableSpec,
@@ -16,6 +15,7 @@ from cashback.contract import (
     schema_violations,
     table_rules,
 )
+from cashback.errors import CashbackError
 
 FIRST_ROWS_PER_RULE = 5
 
@@ -61,7 +61,9 @@ class ValidationReport:
         if self.ok:
             return f"no contract violations{where}"
         lines = [f"{self.total} contract violation(s){where}:"]
-        first = self.violations.unique(["table", "column", "rule"], keep="first", maintain_order=True)
+        first = self.violations.unique(
+            ["table", "column", "rule"], keep="first", maintain_order=True
+        )
         counts = {
             (r["table"], r["column"], r["rule"]): r["n"] for r in self.counts.iter_rows(named=True)
         }
