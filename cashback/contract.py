@@ -14,8 +14,16 @@ from enum import StrEnum
 
 import polars as pl
 
-from cashback.vocab import AbuseType, Channel, ExperimentStatus, Label, LabelSource, OfferKind
-from cashback.vocab import Payout, PayoutMethod
+from cashback.vocab import (
+    AbuseType,
+    Channel,
+    ExperimentStatus,
+    Label,
+    LabelSource,
+    OfferKind,
+    Payout,
+    PayoutMethod,
+)
 
 TS = pl.Datetime("us", "UTC")
 ROW = "__row"
@@ -150,15 +158,17 @@ def _experiments_window(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _experiments_variants(lf: pl.LazyFrame) -> pl.LazyFrame:
-    weights = pl.col("variants").list.eval(pl.element().struct.field("weight")).list.sum()
-    bad = lf.filter((pl.col("variants").list.len() < 2) | ((weights - 1.0).abs() > 1e-6))
+    weight = pl.element().struct.field("weight")
+    weights = pl.col("variants").list.eval(weight).list.sum()
+    negative = pl.col("variants").list.eval(weight < 0).list.any()
+    bad = lf.filter((pl.col("variants").list.len() < 2) | ((weights - 1.0).abs() > 1e-6) | negative)
     return _violations(
         "experiments",
         "variants",
         "variant_weights",
         bad,
         weights,
-        pl.lit("expected at least two variants whose weights sum to 1"),
+        pl.lit("expected at least two variants with non-negative weights that sum to 1"),
     )
 
 
@@ -169,7 +179,12 @@ def _offers_window(lf: pl.LazyFrame) -> pl.LazyFrame:
         & (pl.col("end_ts") <= pl.col("start_ts"))
     )
     return _violations(
-        "offers", "end_ts", "valid_window", bad, pl.col("end_ts"), pl.lit("expected end_ts after start_ts")
+        "offers",
+        "end_ts",
+        "valid_window",
+        bad,
+        pl.col("end_ts"),
+        pl.lit("expected end_ts after start_ts"),
     )
 
 
@@ -182,11 +197,10 @@ def _offers_kind_fields(lf: pl.LazyFrame) -> pl.LazyFrame:
         .then(pl.lit("tiers"))
         .when((kind == OfferKind.CATEGORY.value) & pl.col("category").is_null())
         .then(pl.lit("category"))
-        .when(
-            (kind == OfferKind.SEASONAL.value)
-            & (pl.col("start_ts").is_null() | pl.col("end_ts").is_null())
-        )
+        .when((kind == OfferKind.SEASONAL.value) & pl.col("start_ts").is_null())
         .then(pl.lit("start_ts"))
+        .when((kind == OfferKind.SEASONAL.value) & pl.col("end_ts").is_null())
+        .then(pl.lit("end_ts"))
         .when(~needs_tiers & pl.col("rate").is_null())
         .then(pl.lit("rate"))
     )
@@ -378,7 +392,8 @@ def schema_violations(table: TableSpec, schema: pl.Schema) -> pl.DataFrame:
             continue
         got = schema[col.name]
         if got != col.dtype:
-            rule = "utc" if isinstance(got, pl.Datetime) and col.dtype == TS else "dtype"
+            wrong_zone = isinstance(got, pl.Datetime) and got.time_zone != TS.time_zone
+            rule = "utc" if wrong_zone and col.dtype == TS else "dtype"
             message = (
                 f"expected timestamps in UTC, got {got}"
                 if rule == "utc"
@@ -411,7 +426,12 @@ def _column_checks(table: TableSpec, lf: pl.LazyFrame) -> Iterable[pl.LazyFrame]
         c = pl.col(col.name)
         if not col.nullable:
             yield _violations(
-                name, col.name, "not_null", lf.filter(c.is_null()), c, pl.lit("expected a value, got null")
+                name,
+                col.name,
+                "not_null",
+                lf.filter(c.is_null()),
+                c,
+                pl.lit("expected a value, got null"),
             )
         if col.vocab is not None:
             allowed = [v.value for v in col.vocab]
@@ -444,11 +464,13 @@ def _column_checks(table: TableSpec, lf: pl.LazyFrame) -> Iterable[pl.LazyFrame]
         if col.low is not None or col.high is not None:
             low = -float("inf") if col.low is None else col.low
             high = float("inf") if col.high is None else col.high
+            # a non-finite value is reported once, by rule finite
+            comparable = c.is_finite() if col.money or col.finite else ~c.is_nan()
             yield _violations(
                 name,
                 col.name,
                 "range",
-                lf.filter(c.is_not_null() & ~c.is_between(low, high) & ~c.is_nan()),
+                lf.filter(c.is_not_null() & comparable & ~c.is_between(low, high)),
                 c,
                 pl.format("expected a value in [{}, {}], got {}", pl.lit(low), pl.lit(high), c),
             )
@@ -464,16 +486,18 @@ def _column_checks(table: TableSpec, lf: pl.LazyFrame) -> Iterable[pl.LazyFrame]
 
 
 def _key_check(table: TableSpec, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Every repeat of a key after its first row (the first row itself is fine)."""
     key = list(table.key)
-    dup = lf.filter(pl.len().over(key) > 1)
-    value = pl.concat_str([pl.col(k).cast(pl.String) for k in key], separator="/")
+    first = pl.col(ROW).min().over(key)
+    dup = lf.with_columns(first.alias("__first")).filter(pl.col(ROW) > pl.col("__first"))
+    value = pl.concat_str([pl.col(k).cast(pl.String).fill_null("null") for k in key], separator="/")
     return _violations(
         table.name,
         "/".join(key),
         "unique",
         dup,
         value,
-        pl.format("duplicate key {}", value),
+        pl.format("duplicate key {} (first at row {})", value, pl.col("__first") + 1),
     )
 
 
@@ -566,9 +590,15 @@ def _return_rules(frames: Mapping[str, pl.LazyFrame]) -> list[pl.LazyFrame]:
         pl.col("ts"),
         pl.format("return at {} precedes its purchase at {}", pl.col("ts"), pl.col("__orig_ts")),
     )
-    returned = pl.col("amount").sum().over("original_txn_id").neg()
-    exceeding = returns.filter(
-        pl.col("__orig_amount").is_not_null() & (returned > pl.col("__orig_amount") + 0.005)
+    # returns so far, in time order: the return that crosses the purchase amount is flagged,
+    # not the earlier ones that were within it
+    returned = pl.col("__returned")
+    exceeding = (
+        returns.sort("original_txn_id", "ts", ROW)
+        .with_columns(pl.col("amount").cum_sum().over("original_txn_id").neg().alias("__returned"))
+        .filter(
+            pl.col("__orig_amount").is_not_null() & (returned > pl.col("__orig_amount") + 0.005)
+        )
     )
     exceeds = _violations(
         "transactions",
@@ -602,11 +632,23 @@ def _claim_customer_rule(frames: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
 def _exposure_overlap_rule(frames: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
     """At most one valid exposure per customer at a time (windows are half-open)."""
     ordered = frames["exposures"].sort("customer_id", "ts", ROW)
-    previous_end = pl.col("valid_until").shift(1).over("customer_id")
-    previous_id = pl.col("exposure_id").shift(1).over("customer_id")
-    overlapping = ordered.with_columns(
-        previous_end.alias("__prev_end"), previous_id.alias("__prev_id")
-    ).filter(pl.col("__prev_end") > pl.col("ts"))
+    # the latest end among the customer's earlier windows, and the exposure that has it
+    end_so_far = pl.col("valid_until").cum_max().over("customer_id")
+    holder = (
+        pl.when(pl.col("valid_until") == pl.col("__end_so_far"))
+        .then(pl.col("exposure_id"))
+        .fill_null(strategy="forward")
+        .over("customer_id")
+    )
+    overlapping = (
+        ordered.with_columns(end_so_far.alias("__end_so_far"))
+        .with_columns(holder.alias("__holder"))
+        .with_columns(
+            pl.col("__end_so_far").shift(1).over("customer_id").alias("__prev_end"),
+            pl.col("__holder").shift(1).over("customer_id").alias("__prev_id"),
+        )
+        .filter(pl.col("__prev_end") > pl.col("ts"))
+    )
     return _violations(
         "exposures",
         "ts",

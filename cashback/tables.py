@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Final, Literal, Self
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -16,7 +17,8 @@ import pyarrow.parquet as pq
 from cashback.contract import TABLES, TableSpec, spec
 from cashback.validation import ContractError, ValidationReport, check_dataset, check_table
 
-PARQUET_COMPRESSION = "zstd"
+PARQUET_COMPRESSION: Final[Literal["zstd"]] = "zstd"
+ROW_GROUP_SIZE: Final = 1_000_000
 
 
 def table_path(directory: Path, name: str) -> Path:
@@ -30,19 +32,29 @@ def conform(table: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
     Raises:
         ContractError: when a column is missing or cannot be cast.
     """
-    report = check_table(table, _castable(table, frame))
+    # the schema only (no rows): row rules are the caller's, with the right row numbers
+    report = check_table(table, _castable(table, frame).head(0))
     if not report.ok:
         raise ContractError(report, table.name)
-    return frame.select(table.schema.names()).cast(dict(table.schema))
+    return frame.select(table.schema.names()).cast(table.schema)
 
 
 def _castable(table: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
-    """Cast what casts losslessly so that the schema check only reports real mismatches."""
+    """Cast what casts losslessly so that the schema check only reports real mismatches.
+
+    A numeric or temporal cast is kept only when casting back gives the original values (7.0
+    becomes 7; 7.5 stays a float and is reported as a dtype mismatch).
+    """
     casts = {}
     for name, dtype in table.schema.items():
         if name in frame.columns and frame.schema[name] != dtype:
+            original = frame[name]
             with contextlib.suppress(pl.exceptions.PolarsError):
-                casts[name] = frame[name].cast(dtype, strict=True)
+                cast = original.cast(dtype, strict=True)
+                source = original.dtype
+                numeric = source.is_numeric() or source.is_temporal()
+                if not numeric or cast.cast(source, strict=True).equals(original):
+                    casts[name] = cast
     return frame.with_columns(list(casts.values())) if casts else frame
 
 
@@ -63,7 +75,10 @@ def read_table(directory: Path, name: str) -> pl.LazyFrame:
     table = spec(name)
     path = table_path(directory, name)
     if not path.exists():
-        msg = f"{path}: table {name!r} not found (run `cashback data simulate` or `cashback data import`)"
+        msg = (
+            f"{path}: table {name!r} not found "
+            "(run `cashback data simulate` or `cashback data import`)"
+        )
         raise FileNotFoundError(msg)
     lf = pl.scan_parquet(path)
     report = check_table(table, lf.head(0).collect())
@@ -99,38 +114,36 @@ def write_table(directory: Path, name: str, frame: pl.DataFrame) -> Path:
     return path
 
 
-class TableWriter:
-    """Stream a table to parquet chunk by chunk; the file appears only when all went well.
+class ParquetAppender:
+    """Append frames to one parquet file; the file appears only when all went well."""
 
-    Each chunk is checked against the one-table rules before it is appended. Keys unique
-    across chunks are the writer's caller's job (check the whole directory afterwards with
-    `validate_directory`).
-    """
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.table = spec(name)
-        self.path = table_path(directory, name)
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.rows = 0
-        self._tmp = _temp_sibling(self.path)
+        self._tmp = _temp_sibling(path)
         self._writer: pq.ParquetWriter | None = None
 
-    def __enter__(self) -> TableWriter:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return self
 
     def write(self, frame: pl.DataFrame) -> None:
-        """Check and append one chunk."""
-        data = conform(self.table, frame)
-        report = check_table(self.table, data)
-        if not report.ok:
-            raise ContractError(report, f"{self.table.name} (rows {self.rows + 1}..)")
-        arrow = data.to_arrow()
+        """Append one chunk (its schema must match the first chunk's)."""
+        arrow = frame.to_arrow()
         if self._writer is None:
             self._writer = pq.ParquetWriter(
                 self._tmp, arrow.schema, compression=PARQUET_COMPRESSION
             )
-        self._writer.write_table(arrow, row_group_size=1_000_000)
-        self.rows += data.height
+        self._writer.write_table(arrow, row_group_size=ROW_GROUP_SIZE)
+        self.rows += frame.height
+
+    def _close(self, ok: bool) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if ok:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
     def __exit__(
         self,
@@ -138,14 +151,47 @@ class TableWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._writer is None and exc_type is None:
-            self.write(self.table.empty())
-        if self._writer is not None:
-            self._writer.close()
-        if exc_type is None:
-            self._tmp.replace(self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        self._close(ok=exc_type is None and self._writer is not None)
+
+
+class TableWriter(ParquetAppender):
+    """Stream a contract table to parquet chunk by chunk, checking each chunk.
+
+    Each chunk is checked against the one-table rules before it is appended. Keys unique
+    across chunks are the caller's job (check the whole directory afterwards with
+    `validate_directory`). An empty table is still written, with its schema.
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.table = spec(name)
+        super().__init__(table_path(directory, name))
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Check and append one chunk.
+
+        Raises:
+            ContractError: naming the rows of this chunk that break a rule (numbered from
+                the start of the table, not of the chunk).
+        """
+        data = conform(self.table, frame)
+        report = check_table(self.table, data)
+        if not report.ok:
+            in_table = ValidationReport(
+                violations=report.violations.with_columns(pl.col("row") + self.rows),
+                counts=report.counts,
+            )
+            raise ContractError(in_table, f"{self.table.name} (rows from {self.rows + 1})")
+        super().write(data)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self._writer is None:
+            super().write(self.table.empty())
+        self._close(ok=exc_type is None)
 
 
 def _temp_sibling(path: Path) -> Path:
