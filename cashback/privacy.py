@@ -19,10 +19,11 @@ def hash_ip(ip: str, pepper: bytes) -> str:
     Returns:
         The `ip_hash` stored in claims and used as the ip entity.
     """
-    digest = hmac.new(pepper, ip.strip().encode(), hashlib.sha256).hexdigest()
-    return digest[:IP_HASH_HEX_CHARS]
+    return hmac.digest(pepper, ip.strip().encode(), hashlib.sha256).hex()[:IP_HASH_HEX_CHARS]
 
 
 def hash_ips(ips: Iterable[str], pepper: bytes) -> list[str]:
     """`hash_ip` of each address (call it on distinct values: one HMAC per address)."""
-    return [hash_ip(ip, pepper) for ip in ips]
+    return [
+        hmac.digest(pepper, ip.encode(), hashlib.sha256).hex()[:IP_HASH_HEX_CHARS] for ip in ips
+    ]

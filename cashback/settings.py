@@ -26,8 +26,9 @@ class SimulationSettings(BaseModel):
     exploration: float = Field(default=0.2, ge=0.0, le=1.0, description="share of explored rates")
     rate_grid: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.05, 0.08)
     holdout_share: float = Field(default=0.05, ge=0.0, lt=1.0, description="global holdout")
+    workers: int = Field(default=2, ge=1, le=64, description="processes simulating chunks")
     chunk_customers: int = Field(
-        default=100_000,
+        default=50_000,
         ge=1_000,
         description="customers generated per chunk; part of the world's definition (same seed "
         "and chunk size give the same bytes)",

@@ -80,11 +80,47 @@ def read_table(directory: Path, name: str) -> pl.LazyFrame:
             "(run `cashback data simulate` or `cashback data import`)"
         )
         raise FileNotFoundError(msg)
-    lf = pl.scan_parquet(path)
+    lf = scan_parquet_path(path)
     report = check_table(table, lf.head(0).collect())
     if not report.ok:
         raise ContractError(report, str(path))
     return lf.select(table.schema.names())
+
+
+def scan_parquet_path(path: Path) -> pl.LazyFrame:
+    """Scan a parquet file, or a directory of parquet parts (read in part-name order)."""
+    if path.is_dir():
+        return pl.scan_parquet(sorted(path.glob("*.parquet")) or path / "*.parquet")
+    return pl.scan_parquet(path)
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
+    """Write one parquet file through a temp file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        frame.write_parquet(tmp, compression=PARQUET_COMPRESSION, statistics=True)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_table_part(directory: Path, name: str, part: int, frame: pl.DataFrame) -> Path:
+    """Write one part of a table stored as a directory of parts (`<name>.parquet/part-N`).
+
+    Parts let several processes write one table; readers scan them in part order. Keys
+    unique across parts are the caller's job (check with `validate_directory`).
+
+    Raises:
+        ContractError: nothing is written when a row breaks a one-table rule.
+    """
+    table = spec(name)
+    data = conform(table, frame)
+    report = check_table(table, data)
+    if not report.ok:
+        raise ContractError(report, f"{table.name} part {part}")
+    return write_parquet_atomic(data, table_path(directory, name) / f"part-{part:05d}.parquet")
 
 
 def load_table(directory: Path, name: str) -> pl.DataFrame:
@@ -103,15 +139,7 @@ def write_table(directory: Path, name: str, frame: pl.DataFrame) -> Path:
     report = check_table(table, data)
     if not report.ok:
         raise ContractError(report, table.name)
-    path = table_path(directory, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
-    try:
-        data.write_parquet(tmp, compression=PARQUET_COMPRESSION, statistics=True)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_parquet_atomic(data, table_path(directory, name))
 
 
 class ParquetAppender:
@@ -219,14 +247,21 @@ def staged_directory(out: Path) -> Iterator[Path]:
 
 
 def _swap_in(staging: Path, out: Path) -> None:
-    """Move every file of staging into out, each by an atomic rename."""
+    """Replace each top-level entry of out by staging's (a table file or a table's parts)."""
     out.mkdir(parents=True, exist_ok=True)
-    for item in sorted(staging.rglob("*")):
-        target = out / item.relative_to(staging)
-        if item.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.iterdir()):
+        target = out / item.name
+        if item.is_file() and (target.is_file() or not target.exists()):
+            item.replace(target)  # one atomic rename
+            continue
+        trash = staging / f".old-{item.name}"
+        if target.exists():
+            target.replace(trash)  # a directory is swapped by two renames
+        item.replace(target)
+        if trash.is_dir():
+            shutil.rmtree(trash, ignore_errors=True)
         else:
-            item.replace(target)
+            trash.unlink(missing_ok=True)
 
 
 def present_tables(directory: Path) -> list[str]:
@@ -245,6 +280,6 @@ def validate_directory(directory: Path) -> ValidationReport:
         msg = f"{directory}: no contract tables found (expected files like customers.parquet)"
         raise FileNotFoundError(msg)
     frames: Mapping[str, pl.LazyFrame] = {
-        name: pl.scan_parquet(table_path(directory, name)) for name in names
+        name: scan_parquet_path(table_path(directory, name)) for name in names
     }
     return check_dataset(frames, TABLES)

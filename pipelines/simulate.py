@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import multiprocessing
+from collections.abc import Iterator
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Literal, cast
 
 import numpy as np
+import polars as pl
 
 from cashback.errors import CashbackError
 from cashback.progress import progress_bar
 from cashback.settings import Settings
-from cashback.tables import ParquetAppender, TableWriter, staged_directory, write_table
+from cashback.tables import staged_directory, write_parquet_atomic, write_table, write_table_part
 from pipelines.simulation.catalog import build_experiments, build_merchants, build_offers
 from pipelines.simulation.chunk import WorldContext, simulate_chunk
 from pipelines.simulation.world import (
+    OFFERS,
     WorldConfig,
     calendar_days,
     season_components,
@@ -24,15 +29,6 @@ from pipelines.simulation.world import (
     segment_arrays,
 )
 
-CHUNKED_TABLES = (
-    "customers",
-    "transactions",
-    "exposures",
-    "claims",
-    "claim_labels",
-    "assignments",
-)
-TRUTH_TABLES = ("truth/customers", "truth/claims", "truth/exposures")
 MERCHANT_STREAM = 1 << 20  # spawn key of the merchants' random stream (chunks use 0..)
 
 
@@ -85,13 +81,13 @@ def world_config(
     )
 
 
-def world_context(config: WorldConfig, pepper: bytes) -> WorldContext:
-    """What every chunk of the world shares."""
+def world_context(config: WorldConfig, pepper: bytes) -> tuple[WorldContext, pl.DataFrame]:
+    """What every chunk of the world shares, and the merchants table."""
     segments = segment_arrays(config)
     days = calendar_days(config)
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(MERCHANT_STREAM,)))
     merchants, cdfs = build_merchants(config, segments, rng)
-    return WorldContext(
+    context = WorldContext(
         config=config,
         segments=segments,
         season=season_matrix(segments, days),
@@ -100,6 +96,40 @@ def world_context(config: WorldConfig, pepper: bytes) -> WorldContext:
         merchant_ids=merchants["merchant_id"].to_list(),
         pepper=pepper,
     )
+    return context, merchants
+
+
+def _simulate_parts(ctx: WorldContext, number: int, offset: int, n: int, stage: Path) -> dict[str, int]:
+    """Simulate one chunk and write its part of every table; rows written per table."""
+    rows: dict[str, int] = {}
+    for name, frame in simulate_chunk(ctx, number, offset, n).items():
+        if name.startswith("truth/"):
+            write_parquet_atomic(frame, stage / f"{name}.parquet" / f"part-{number:05d}.parquet")
+        else:
+            write_table_part(stage, name, number, frame)
+        rows[name] = frame.height
+    return rows
+
+
+def _chunk_rows(
+    ctx: WorldContext, offsets: list[int], workers: int, stage: Path
+) -> Iterator[dict[str, int]]:
+    """Simulate and write every chunk with up to `workers` processes; rows per chunk.
+
+    Each chunk has its own random stream and writes its own parts, so the files do not
+    depend on the number of workers.
+    """
+    size, total = ctx.config.chunk_customers, ctx.config.customers
+    jobs = [(ctx, i, off, min(size, total - off), stage) for i, off in enumerate(offsets)]
+    if workers <= 1 or len(jobs) == 1:
+        for job in jobs:
+            yield _simulate_parts(*job)
+        return
+    spawn = multiprocessing.get_context("spawn")  # polars is not fork-safe
+    with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+        futures = [pool.submit(_simulate_parts, *job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()
 
 
 def run(config: WorldConfig, out: Path, settings: Settings) -> SimulationSummary:
@@ -116,29 +146,19 @@ def run(config: WorldConfig, out: Path, settings: Settings) -> SimulationSummary
     Returns:
         Rows written per table.
     """
-    ctx = world_context(config, settings.ip_pepper_bytes())
-    chunks = list(range(0, config.customers, config.chunk_customers))
-    with staged_directory(out) as stage, ExitStack() as stack:
-        writers: dict[str, ParquetAppender] = {
-            name: stack.enter_context(TableWriter(stage, name)) for name in CHUNKED_TABLES
-        }
-        for name in TRUTH_TABLES:
-            writers[name] = stack.enter_context(ParquetAppender(stage / f"{name}.parquet"))
-        with progress_bar(f"simulating {config.customers:,} customers", len(chunks)) as advance:
-            for number, offset in enumerate(chunks):
-                n = min(config.chunk_customers, config.customers - offset)
-                for name, frame in simulate_chunk(ctx, number, offset, n).items():
-                    writers[name].write(frame)
+    ctx, merchants = world_context(config, settings.ip_pepper_bytes())
+    workers = settings.simulation.workers
+    offsets = list(range(0, config.customers, config.chunk_customers))
+    rows: Counter[str] = Counter()
+    with staged_directory(out) as stage:
+        title = f"simulating {config.customers:,} customers"
+        with progress_bar(title, len(offsets)) as advance:
+            for chunk_rows in _chunk_rows(ctx, offsets, workers, stage):
+                rows.update(chunk_rows)
                 advance(1)
-        merchants, _ = build_merchants(
-            config,
-            ctx.segments,
-            np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(MERCHANT_STREAM,))),
-        )
         write_table(stage, "merchants", merchants)
         write_table(stage, "offers", build_offers(config))
         write_table(stage, "experiments", build_experiments(config))
         (stage / "truth" / "world.json").write_text(config.to_json())
-        rows = {name: w.rows for name, w in writers.items()}
-        rows["merchants"] = merchants.height
-    return SimulationSummary(out=out, rows=rows)
+    rows.update(merchants=merchants.height, offers=len(OFFERS) + 1, experiments=1)
+    return SimulationSummary(out=out, rows=dict(rows))

@@ -143,23 +143,8 @@ def simulate_behaviour(
         expired_today = (exp_until > d) & ~valid
         floor = np.maximum(signup_floor, np.where(expired_today, exp_until - d, 0.0))
 
-        new = np.flatnonzero(active & ~valid & (u[0] < pop.visit_prob))
-        if new.size:
-            start = d + floor[new] + (1 - floor[new]) * u[1, new]
-            rate, offer, policy, variant, prop, explored, p_rate = _choose_offers(
-                pop, new, d, config, segments, grid, boost_idx, (exp_lo, exp_hi),
-                offer_cdf, seasonal_idx, seasonal_offer_days[d], rng,
-            )  # fmt: skip
-            share = cat_share[np.maximum(offer, 0), new]
-            eff = effective_rate(rate, offer, share, config.default_rate)
-            exp_until[new] = start + config.exposure_days
-            exp_eff[new] = eff
-            floor[new] = start - d
-            first = (policy == POLICY_EXPERIMENT) & np.isinf(assigned_at[new])
-            assigned_at[new[first]] = start[first]
-            log.exposures.append((new, start, rate, offer, policy, variant, prop, explored, p_rate))
-
-        # the expiring exposure still covers the start of its last day
+        # the expiring exposure still covers the start of its last day (read it before a
+        # new exposure of the same customer overwrites its state)
         tail = np.flatnonzero(expired_today & active)
         if tail.size:
             until = exp_until[tail] - d
@@ -176,6 +161,23 @@ def simulate_behaviour(
                      signup_floor[tail][hit], until[hit], exp_eff[tail][hit])
                 )  # fmt: skip
                 last_buy[tail[hit]] = d + 1
+
+        new = np.flatnonzero(active & ~valid & (u[0] < pop.visit_prob))
+        if new.size:
+            start = d + floor[new] + (1 - floor[new]) * u[1, new]
+            rate, offer, policy, variant, prop, explored, p_rate = _choose_offers(
+                pop, new, d, config, segments, grid, boost_idx, (exp_lo, exp_hi),
+                offer_cdf, seasonal_idx, seasonal_offer_days[d], rng,
+            )  # fmt: skip
+            share = cat_share[np.maximum(offer, 0), new]
+            eff = effective_rate(rate, offer, share, config.default_rate)
+            exp_until[new] = start + config.exposure_days
+            exp_eff[new] = eff
+            _draw_before_visit(pop, new, d, floor[new], start - d, season, config, rng, log)
+            floor[new] = start - d
+            first = (policy == POLICY_EXPERIMENT) & np.isinf(assigned_at[new])
+            assigned_at[new[first]] = start[first]
+            log.exposures.append((new, start, rate, offer, policy, variant, prop, explored, p_rate))
 
         rate_today = np.where(exp_until >= d + 1, exp_eff, config.default_rate)
         freq = response(
@@ -203,6 +205,32 @@ def simulate_behaviour(
         churn_day[churned] = d + u[3, churned]
 
     return _assemble(log, churn_day, assigned_at)
+
+
+def _draw_before_visit(
+    pop: Population,
+    new: IntArray,
+    day: int,
+    floor: FloatArray,
+    visit: FloatArray,
+    season: FloatArray,
+    config: WorldConfig,
+    rng: np.random.Generator,
+    log: _Log,
+) -> None:
+    """Orders earlier on the day a new exposure starts, at the default rate card."""
+    freq = response(
+        config.default_rate, pop.freq_gain[new], pop.half_rate[new], pop.threshold[new],
+        hard=config.hard, max_rate=max(config.rate_grid),
+    )  # fmt: skip
+    lam = pop.daily_rate[new] * season[pop.segment[new], day] * freq * (visit - floor)
+    counts = rng.poisson(np.clip(lam, 0, None))
+    hit = counts > 0
+    if hit.any():
+        log.purchases.append(
+            (new[hit], np.full(int(hit.sum()), day), counts[hit], floor[hit], visit[hit],
+             np.full(int(hit.sum()), config.default_rate))
+        )  # fmt: skip
 
 
 def _choose_offers(

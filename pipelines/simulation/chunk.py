@@ -97,10 +97,15 @@ def ids(prefix: str, chunk: int, numbers: IntArray) -> pl.Series:
     return f"{prefix}{chunk:04d}_" + pl.Series(numbers, dtype=pl.Int64).cast(pl.String).str.zfill(8)
 
 
-def nullable(name: str, values: np.ndarray, keep: np.ndarray) -> pl.Series:
-    """A string column that is null where `keep` is false."""
-    series = pl.Series(name, np.asarray(values).astype(str))
-    return pl.select(pl.when(pl.lit(pl.Series(keep))).then(series)).to_series().alias(name)
+def lookup(name: str, vocabulary: tuple[str, ...] | list[str] | pl.Series, index: IntArray) -> pl.Series:
+    """Strings by index into a small vocabulary (fast: no per-row Python strings)."""
+    values = vocabulary if isinstance(vocabulary, pl.Series) else pl.Series(list(vocabulary), dtype=pl.String)
+    return values.gather(pl.Series(np.asarray(index, dtype=np.int64))).alias(name)
+
+
+def nullable(name: str, values: pl.Series, keep: np.ndarray) -> pl.Series:
+    """A column that is null where `keep` is false."""
+    return pl.select(pl.when(pl.lit(pl.Series(keep))).then(values)).to_series().alias(name)
 
 
 def customer_ids(global_index: IntArray) -> pl.Series:
@@ -177,11 +182,11 @@ class _Assembler:
             [
                 txn_ids.alias("txn_id"),
                 customer_ids(self.pop.offset + orders.customer).alias("customer_id"),
-                pl.Series("merchant_id", np.asarray(self.ctx.merchant_ids)[orders.merchant]),
+                lookup("merchant_id", self.ctx.merchant_ids, orders.merchant),
                 ts_series("ts", order_us),
                 pl.Series("amount", orders.amount),
-                pl.Series("category", np.asarray(CATEGORIES)[orders.category]),
-                pl.Series("channel", np.asarray(CHANNELS)[orders.channel]),
+                lookup("category", CATEGORIES, orders.category),
+                lookup("channel", CHANNELS, orders.channel),
                 pl.Series("original_txn_id", [None] * orders.size, dtype=pl.String),
             ]
         )
@@ -197,11 +202,11 @@ class _Assembler:
             [
                 ret_ids.alias("txn_id"),
                 customer_ids(self.pop.offset + orders.customer[rows]).alias("customer_id"),
-                pl.Series("merchant_id", np.asarray(self.ctx.merchant_ids)[orders.merchant[rows]]),
+                lookup("merchant_id", self.ctx.merchant_ids, orders.merchant[rows]),
                 ts_series("ts", back_us[rows]),
                 pl.Series("amount", -amount),
-                pl.Series("category", np.asarray(CATEGORIES)[orders.category[rows]]),
-                pl.Series("channel", np.asarray(CHANNELS)[orders.channel[rows]]),
+                lookup("category", CATEGORIES, orders.category[rows]),
+                lookup("channel", CHANNELS, orders.channel[rows]),
                 txn_ids.gather(rows).alias("original_txn_id"),
             ]
         )
@@ -217,15 +222,9 @@ class _Assembler:
         offer = beh.exp_offer[order]
         policy = beh.exp_policy[order]
         variant = beh.exp_variant[order]
-        offer_ids = np.asarray([o.offer_id for o in OFFERS] + [DEFAULT_OFFER.offer_id])
-        policy_names = np.where(
-            policy == POLICY_HOLDOUT,
-            HOLDOUT_POLICY,
-            np.where(
-                (policy == POLICY_EXPERIMENT) & (variant == 1),
-                f"boost_{EXPERIMENT_BOOST_STEPS}_steps",
-                EXPLORE_POLICY,
-            ),
+        offer_ids = [o.offer_id for o in OFFERS] + [DEFAULT_OFFER.offer_id]
+        policy_code = np.where(
+            policy == POLICY_HOLDOUT, 1, np.where((policy == POLICY_EXPERIMENT) & (variant == 1), 2, 0)
         )
         in_exp = policy == POLICY_EXPERIMENT
         exp_ids = ids("E", self.chunk, np.arange(cust.size))
@@ -235,11 +234,11 @@ class _Assembler:
                 customer_ids(self.pop.offset + cust).alias("customer_id"),
                 ts_series("ts", start_us),
                 ts_series("valid_until", until_us),
-                pl.Series("offer_id", offer_ids[offer]),
+                lookup("offer_id", offer_ids, offer),
                 pl.Series("rate", beh.exp_rate[order]),
-                pl.Series("policy_version", policy_names),
-                nullable("experiment_id", np.full(in_exp.size, EXPERIMENT_ID), in_exp),
-                nullable("variant", np.where(variant == 1, "treatment", "control"), in_exp),
+                lookup("policy_version", (EXPLORE_POLICY, HOLDOUT_POLICY, f"boost_{EXPERIMENT_BOOST_STEPS}_steps"), policy_code),
+                nullable("experiment_id", lookup("experiment_id", (EXPERIMENT_ID,), np.zeros(in_exp.size)), in_exp),
+                nullable("variant", lookup("variant", ("control", "treatment"), np.maximum(variant, 0)), in_exp),
                 pl.Series("propensity", beh.exp_propensity[order]),
             ]
         )
@@ -317,7 +316,7 @@ class _Assembler:
         )
         ips = orders.ip[source]
         uniq, inverse = np.unique(ips, return_inverse=True)
-        hashed = np.asarray(hash_ips([_ipv4(int(x)) for x in uniq], self.ctx.pepper))
+        hashed = hash_ips([_ipv4(int(x)) for x in uniq], self.ctx.pepper)
         exp_ids = exposures_ids(exposures)
         e_idx = exp_index[source]
         abuse = np.where(is_dup, ABUSE_TYPES.index("receipt_reuse"), orders.abuse[source])
@@ -327,13 +326,13 @@ class _Assembler:
                 claim_ids.alias("claim_id"),
                 customer_ids(self.pop.offset + orders.customer[source]).alias("customer_id"),
                 txn_ids.gather(source).alias("txn_id"),
-                nullable("exposure_id", exp_ids[np.maximum(e_idx, 0)], e_idx >= 0),
+                nullable("exposure_id", exp_ids.gather(np.maximum(e_idx, 0)), e_idx >= 0),
                 ts_series("ts", when),
                 pl.Series("amount", orders.claim_amount[source]),
                 pl.Series("cashback_amount", cashback[source]),
-                pl.Series("payout_method", np.asarray(PAYOUT_METHODS)[self.pop.payout_method[orders.customer[source]]]),
+                lookup("payout_method", PAYOUT_METHODS, self.pop.payout_method[orders.customer[source]]),
                 ("d" + pl.Series(device, dtype=pl.Int64).cast(pl.String)).alias("device_id"),
-                pl.Series("ip_hash", hashed[inverse]),
+                lookup("ip_hash", hashed, inverse),
                 ("r" + pl.Series(receipts, dtype=pl.UInt64).cast(pl.String)).alias("receipt_hash"),
             ]
         )  # fmt: skip
@@ -341,7 +340,7 @@ class _Assembler:
             [
                 claim_ids.alias("claim_id"),
                 pl.Series("is_fraud", abuse >= 0),
-                nullable("abuse_type", np.asarray(ABUSE_TYPES)[np.maximum(abuse, 0)], abuse >= 0),
+                nullable("abuse_type", lookup("abuse_type", ABUSE_TYPES, np.maximum(abuse, 0)), abuse >= 0),
                 pl.Series("exposure_rate", np.where(e_idx >= 0, np.asarray(exposures["rate"])[np.maximum(e_idx, 0)], config.default_rate)),
             ]
         )  # fmt: skip
@@ -353,43 +352,52 @@ class _Assembler:
         config, rng = self.config, self.rng
         n = claims.height
         fraud = truth["is_fraud"].to_numpy()
-        abuse = truth["abuse_type"].to_numpy()
         claim_us = claims["ts"].dt.epoch("us").to_numpy()
         end_us = to_ts(config, np.array([float(config.days)]))[0]
         cb = np.flatnonzero(fraud & (rng.random(n) < config.chargebacks))
         cb_us = claim_us[cb] + np.round(rng.uniform(30, 90, cb.size) * US_PER_DAY).astype(np.int64)
         audit = np.flatnonzero(rng.random(n) < config.audit_share)
         audit_us = claim_us[audit] + np.round(rng.uniform(15, 30, audit.size) * US_PER_DAY).astype(np.int64)
-        flip = rng.random(audit.size) < config.label_noise
-        audit_fraud = fraud[audit] ^ flip
-        audit_abuse = np.where(fraud[audit], abuse[audit], "other").astype(str)
-        frame = pl.DataFrame(
+        audit_fraud = fraud[audit] ^ (rng.random(audit.size) < config.label_noise)
+        true_abuse = truth["abuse_type"].gather(audit).fill_null("other")
+        chargebacks = pl.DataFrame(
             [
-                claims["claim_id"].gather(np.concatenate([cb, audit])),
-                pl.Series("label", np.concatenate([np.full(cb.size, "fraud"), np.where(audit_fraud, "fraud", "legit")])),
-                nullable("abuse_type", np.concatenate([np.full(cb.size, "other"), audit_abuse]),
-                         np.concatenate([np.zeros(cb.size, bool), audit_fraud])),  # fmt: skip
-                ts_series("decided_ts", np.concatenate([cb_us, audit_us])),
-                pl.Series("source", np.concatenate([np.full(cb.size, "chargeback"), np.full(audit.size, "audit")])),
+                claims["claim_id"].gather(cb),
+                pl.Series("label", ["fraud"] * cb.size, dtype=pl.String),
+                pl.Series("abuse_type", [None] * cb.size, dtype=pl.String),
+                ts_series("decided_ts", cb_us),
+                pl.Series("source", ["chargeback"] * cb.size, dtype=pl.String),
             ]
-        )  # fmt: skip
-        keep = np.concatenate([cb_us, audit_us]) < end_us
-        return frame.filter(pl.Series(keep)).sort("decided_ts", "claim_id")
+        )
+        audits = pl.DataFrame(
+            [
+                claims["claim_id"].gather(audit),
+                lookup("label", ("legit", "fraud"), audit_fraud.astype(np.int64)),
+                nullable("abuse_type", true_abuse, audit_fraud),
+                ts_series("decided_ts", audit_us),
+                pl.Series("source", ["audit"] * audit.size, dtype=pl.String),
+            ]
+        )
+        return (
+            pl.concat([chargebacks, audits])
+            .filter(pl.col("decided_ts") < ts_series("end", np.array([end_us])).item())
+            .sort("decided_ts", "claim_id")
+        )
 
     # -------------------------------------------------------------- customers
 
     def _customers(self) -> pl.DataFrame:
         pop = self.pop
         g = pop.offset + np.arange(pop.n)
-        region = nullable("region", np.asarray(REGIONS)[np.maximum(pop.region, 0)], pop.region >= 0)
-        age = nullable("age_band", np.asarray(AGE_BANDS)[np.maximum(pop.age_band, 0)], pop.age_band >= 0)
+        region = nullable("region", lookup("region", REGIONS, np.maximum(pop.region, 0)), pop.region >= 0)
+        age = nullable("age_band", lookup("age_band", AGE_BANDS, np.maximum(pop.age_band, 0)), pop.age_band >= 0)
         return pl.DataFrame(
             [
                 customer_ids(g).alias("customer_id"),
                 ts_series("signup_ts", to_ts(self.config, pop.signup_day)),
                 region,
                 age,
-                pl.Series("acquisition_channel", np.asarray(ACQUISITION)[pop.acquisition]),
+                lookup("acquisition_channel", ACQUISITION, pop.acquisition),
             ]
         )
 
@@ -398,9 +406,9 @@ class _Assembler:
         rows = np.flatnonzero(np.isfinite(at))
         return pl.DataFrame(
             [
-                pl.Series("experiment_id", [EXPERIMENT_ID] * rows.size, dtype=pl.String),
+                lookup("experiment_id", (EXPERIMENT_ID,), np.zeros(rows.size)),
                 customer_ids(pop.offset + rows).alias("customer_id"),
-                pl.Series("variant", np.where(pop.variant[rows] == 1, "treatment", "control"), dtype=pl.String),
+                lookup("variant", ("control", "treatment"), pop.variant[rows]),
                 ts_series("ts", to_ts(self.config, at[rows])),
             ]
         )
@@ -412,8 +420,8 @@ class _Assembler:
         return pl.DataFrame(
             [
                 customer_ids(g).alias("customer_id"),
-                pl.Series("segment", np.asarray(self.ctx.segments.names)[pop.segment]),
-                pl.Series("role", np.asarray(ROLES)[pop.role]),
+                lookup("segment", self.ctx.segments.names, pop.segment),
+                lookup("role", ROLES, pop.role),
                 pl.Series("ring", np.where(pop.ring >= 0, pop.ring + self.chunk * 100_000, -1)),
                 pl.Series("daily_rate", pop.daily_rate),
                 pl.Series("basket_mu", pop.basket_mu),
@@ -435,11 +443,11 @@ class _Assembler:
         )  # fmt: skip
 
 
-def exposures_ids(exposures: dict[str, object]) -> np.ndarray:
-    """Exposure ids as a numpy array (for gathering by index)."""
+def exposures_ids(exposures: dict[str, object]) -> pl.Series:
+    """Exposure ids (for gathering by index)."""
     frame = exposures["frame"]
     assert isinstance(frame, pl.DataFrame)
-    return frame["exposure_id"].to_numpy()
+    return frame["exposure_id"]
 
 
 def _ipv4(x: int) -> str:
