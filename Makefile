@@ -32,10 +32,10 @@ typecheck: env  ## mypy, strict
 	$(BIN)/mypy
 
 pytest: env  ## unit, integration and real-data tests (not the benchmarks)
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup -m 'not bench and not notebooks'
 
 notebooks: env  ## execute the jupytext notebooks on small data
-	$(BIN)/python -m tests.notebook_runner notebooks
+	$(BIN)/pytest -m notebooks -p no:xdist tests/test_notebooks.py
 
 test: lint typecheck pytest notebooks  ## everything CI runs
 

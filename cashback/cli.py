@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cashback.errors import CashbackError
@@ -56,7 +58,9 @@ def simulate(
     customers: Annotated[int | None, typer.Option(help="number of customers", min=10)] = None,
     days: Annotated[int | None, typer.Option(help="days simulated", min=14)] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (same seed, same bytes)")] = None,
-    preset: Annotated[Preset, typer.Option(help="default, or hard: weaker signals")] = Preset.DEFAULT,
+    preset: Annotated[
+        Preset, typer.Option(help="default, or hard: weaker signals")
+    ] = Preset.DEFAULT,
     start: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (UTC)")] = None,
 ) -> None:
     """Simulate a cashback program with ground truth (written under OUT/truth)."""
@@ -87,7 +91,7 @@ def import_data(
     if summary.left_out:
         _print_counts("rows left out, by reason", summary.left_out)
     for note in summary.notes:
-        out_console.print(f"note: {note}")
+        out_console.print(f"note: {escape(note)}", soft_wrap=True)
 
 
 @data_app.command("validate")
@@ -103,11 +107,12 @@ def validate(
         return
     table = Table("table", "row", "column", "rule", "message", title=f"{report.total} violation(s)")
     for v in report.violations.iter_rows(named=True):
-        table.add_row(v["table"], str(v["row"] or "-"), v["column"], v["rule"], v["message"])
+        cells = (v["table"], str(v["row"] or "-"), v["column"], v["rule"], v["message"])
+        table.add_row(*(escape(str(c)) for c in cells))
     out_console.print(table)
     counts = Table("table", "column", "rule", "rows", title="violations per rule")
     for c in report.counts.iter_rows(named=True):
-        counts.add_row(c["table"], c["column"], c["rule"], str(c["n"]))
+        counts.add_row(*(escape(str(c[k])) for k in ("table", "column", "rule", "n")))
     out_console.print(counts)
     raise typer.Exit(code=1)
 
@@ -118,13 +123,13 @@ def demo() -> None:
     from pipelines.demo import run  # noqa: PLC0415
 
     for line in run(get_settings()):
-        out_console.print(line)
+        out_console.print(escape(line), soft_wrap=True, highlight=False)
 
 
 def _print_counts(title: str, counts: dict[str, int]) -> None:
     table = Table("what", "rows", title=title)
     for name, n in counts.items():
-        table.add_row(name, f"{n:,}")
+        table.add_row(escape(name), f"{n:,}")
     out_console.print(table)
 
 
@@ -132,9 +137,9 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""
     try:
         app()
-    except CashbackError as error:
-        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except (FileNotFoundError, PermissionError) as error:
-        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+    except (CashbackError, FileNotFoundError, PermissionError, ValidationError) as error:
+        message = " ".join(str(error).split()) if isinstance(error, ValidationError) else error
+        err_console.print(
+            f"[red]error:[/red] {escape(str(message))}", highlight=False, soft_wrap=True
+        )
         sys.exit(1)

@@ -21,6 +21,10 @@ _ENABLED: ContextVar[bool] = ContextVar("cashback_progress_enabled", default=Fal
 Advance = Callable[[float], None]
 
 
+def _ignore(_n: float = 1.0) -> None:
+    """Advance nothing (progress bars are off)."""
+
+
 def enable_progress(enabled: bool = True) -> None:
     """Turn progress bars on (the CLI does) or off (the default for library calls)."""
     _ENABLED.set(enabled)
@@ -38,7 +42,7 @@ def progress_bar(description: str, total: float | None = None) -> Iterator[Advan
         A function that advances the bar by its argument.
     """
     if not _ENABLED.get():
-        yield lambda _n=1.0: None
+        yield _ignore
         return
     columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
     if total is not None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import date
@@ -99,7 +99,9 @@ def world_context(config: WorldConfig, pepper: bytes) -> tuple[WorldContext, pl.
     return context, merchants
 
 
-def _simulate_parts(ctx: WorldContext, number: int, offset: int, n: int, stage: Path) -> dict[str, int]:
+def _simulate_parts(
+    ctx: WorldContext, number: int, offset: int, n: int, stage: Path
+) -> dict[str, int]:
     """Simulate one chunk and write its part of every table; rows written per table."""
     rows: dict[str, int] = {}
     for name, frame in simulate_chunk(ctx, number, offset, n).items():

@@ -15,6 +15,7 @@ import numpy as np
 from pipelines.simulation.population import Population
 from pipelines.simulation.world import (
     CATEGORIES,
+    EXPERIMENT_BOOST_STEPS,
     OFFERS,
     BoolArray,
     FloatArray,
@@ -83,6 +84,135 @@ def effective_rate(
     return np.asarray(np.where(kind == "category", diluted, eff), dtype=np.float64)
 
 
+class _DayLoop:
+    """State of a chunk while its days run: exposures in force, recency, cashback, churn."""
+
+    def __init__(
+        self,
+        pop: Population,
+        config: WorldConfig,
+        segments: SegmentArrays,
+        season: FloatArray,
+        seasonal_offer_days: FloatArray,
+        rng: np.random.Generator,
+    ) -> None:
+        n = pop.n
+        self.pop, self.config, self.segments, self.rng = pop, config, segments, rng
+        self.season, self.seasonal_offer_days = season, seasonal_offer_days
+        self.grid = np.asarray(config.rate_grid)
+        self.offer_cdf = np.cumsum([o.share for o in OFFERS])
+        self.seasonal_idx = next(i for i, o in enumerate(OFFERS) if o.kind == "seasonal")
+        self.cat_share = np.zeros((len(OFFERS), n))
+        for i, offer in enumerate(OFFERS):  # one row per catalog entry
+            if offer.kind == "category" and offer.category:
+                column = CATEGORIES.index(offer.category)
+                self.cat_share[i] = segments.categories[pop.segment, column]
+        self.experiment_days = (
+            int(config.days * EXPERIMENT_WINDOW[0]),
+            int(config.days * EXPERIMENT_WINDOW[1]),
+        )
+        policy_pos = np.searchsorted(self.grid, segments.policy_rate[pop.segment] - 1e-12)
+        self.boost_idx = np.minimum(policy_pos + EXPERIMENT_BOOST_STEPS, self.grid.size - 1)
+        existing = pop.signup_day < 0
+        self.alive = np.where(existing, rng.random(n) < EXISTING_ALIVE_SHARE, True)
+        self.last_buy = np.where(
+            existing, -rng.exponential(1 / np.maximum(pop.daily_rate, 1e-3)), pop.signup_day
+        )
+        self.exp_until = np.full(n, -np.inf)
+        self.exp_eff = np.zeros(n)
+        self.cashback = np.zeros(n)
+        self.churn_day = np.where(self.alive, np.inf, -1.0)
+        self.assigned_at = np.full(n, np.inf)
+        self.decay = 0.5 ** (1 / CASHBACK_HALF_LIFE_DAYS)
+        self.basket_now = pop.basket_mean(config.default_rate, config)
+        self.log = _Log([], [])
+
+    def orders(
+        self, rows: IntArray, day: int, lo: FloatArray, hi: FloatArray, rate: FloatArray
+    ) -> IntArray:
+        """Draw and log orders of `rows` in [lo, hi) of `day` at `rate`; counts per row."""
+        pop = self.pop
+        freq = response(
+            rate,
+            pop.freq_gain[rows],
+            pop.half_rate[rows],
+            pop.threshold[rows],
+            hard=self.config.hard,
+            max_rate=float(self.grid.max()),
+        )
+        lam = pop.daily_rate[rows] * self.season[pop.segment[rows], day] * freq
+        counts = self.rng.poisson(lam * np.clip(hi - lo, 0, None))
+        hit = counts > 0
+        if hit.any():
+            k = int(hit.sum())
+            self.log.purchases.append(
+                (rows[hit], np.full(k, day), counts[hit], lo[hit], hi[hit], rate[hit])
+            )
+            self.last_buy[rows[hit]] = day + 1
+        return np.asarray(counts, dtype=np.int64)
+
+    def start_exposures(self, new: IntArray, day: int, floor: FloatArray, u: FloatArray) -> None:
+        """Open an exposure for each visiting customer, after the day's floor."""
+        start = day + floor[new] + (1 - floor[new]) * u
+        rate, offer, policy, variant, prop, explored, p_rate = _choose_offers(
+            self.pop, new, day, self.config, self.segments, self.grid, self.boost_idx,
+            self.experiment_days, self.offer_cdf, self.seasonal_idx,
+            self.seasonal_offer_days[day], self.rng,
+        )  # fmt: skip
+        share = self.cat_share[np.maximum(offer, 0), new]
+        self.exp_until[new] = start + self.config.exposure_days
+        self.exp_eff[new] = effective_rate(rate, offer, share, self.config.default_rate)
+        default = np.full(new.size, self.config.default_rate)
+        self.orders(new, day, floor[new], start - day, default)  # before the visit
+        floor[new] = start - day
+        first = (policy == POLICY_EXPERIMENT) & np.isinf(self.assigned_at[new])
+        self.assigned_at[new[first]] = start[first]
+        self.log.exposures.append(
+            (new, start, rate, offer, policy, variant, prop, explored, p_rate)
+        )
+
+    def churn(
+        self, day: int, active: BoolArray, counts: IntArray, rate: FloatArray, u: FloatArray
+    ) -> None:
+        """Churn hazard rises with inactivity and falls with recent cashback."""
+        pop = self.pop
+        gained = counts * rate * self.basket_now * pop.claim_prob
+        self.cashback = self.cashback * self.decay + gained
+        inactivity = np.clip((day - self.last_buy) * pop.daily_rate, 0, INACTIVITY_CAP)
+        hazard = (
+            pop.churn_base
+            * (1 + INACTIVITY_WEIGHT * inactivity)
+            * np.exp(-self.cashback / CASHBACK_CHURN_SCALE)
+        )
+        churned = active & (u[0] < hazard)
+        self.alive &= ~churned
+        self.churn_day[churned] = day + u[1, churned]
+
+    def step(self, day: int) -> None:
+        """One day: the expiring exposures' last hours, new exposures, orders, churn."""
+        pop, n = self.pop, self.pop.n
+        u = self.rng.random((4, n))
+        active = self.alive & (pop.signup_day < day + 1) & (pop.active_until > day)
+        signup_floor = np.clip(pop.signup_day - day, 0, 1)
+        valid = self.exp_until >= day + 1
+        expired_today = (self.exp_until > day) & ~valid
+        floor = np.maximum(signup_floor, np.where(expired_today, self.exp_until - day, 0.0))
+        # the expiring exposure still covers the start of its last day (read it before a
+        # new exposure of the same customer overwrites its state)
+        tail = np.flatnonzero(expired_today & active)
+        self.orders(tail, day, signup_floor[tail], self.exp_until[tail] - day, self.exp_eff[tail])
+        new = np.flatnonzero(active & ~valid & (u[0] < pop.visit_prob))
+        if new.size:
+            self.start_exposures(new, day, floor, u[1, new])
+        rate_today = np.where(self.exp_until >= day + 1, self.exp_eff, self.config.default_rate)
+        everyone = np.flatnonzero(active)
+        counts = np.zeros(n, dtype=np.int64)
+        counts[everyone] = self.orders(
+            everyone, day, floor[everyone], np.ones(everyone.size), rate_today[everyone]
+        )
+        self.churn(day, active, counts, rate_today, u[2:])
+
+
 def simulate_behaviour(
     pop: Population,
     config: WorldConfig,
@@ -104,133 +234,10 @@ def simulate_behaviour(
     Returns:
         Exposures, purchase counts per customer-day, churn and assignment times.
     """
-    n = pop.n
-    grid = np.asarray(config.rate_grid)
-    offer_cdf = np.cumsum([o.share for o in OFFERS])
-    seasonal_idx = next(i for i, o in enumerate(OFFERS) if o.kind == "seasonal")
-    category_of_offer = {
-        i: o.category for i, o in enumerate(OFFERS) if o.kind == "category" and o.category
-    }
-    cat_share = np.zeros((len(OFFERS), n))
-    for i, cat in category_of_offer.items():
-        cat_share[i] = segments.categories[pop.segment, CATEGORIES.index(cat)]
-    exp_lo, exp_hi = (int(config.days * f) for f in EXPERIMENT_WINDOW)
-    boost_idx = np.minimum(
-        np.searchsorted(grid, segments.policy_rate[pop.segment] - 1e-12) + 2, grid.size - 1
-    )
-
-    existing = pop.signup_day < 0
-    alive = np.where(existing, rng.random(n) < EXISTING_ALIVE_SHARE, True)
-    last_buy = np.where(
-        existing,
-        -rng.exponential(1 / np.maximum(pop.daily_rate, 1e-3)),
-        pop.signup_day,
-    )
-    exp_until = np.full(n, -np.inf)
-    exp_eff = np.zeros(n)
-    cashback = np.zeros(n)
-    churn_day = np.where(alive, np.inf, -1.0)
-    assigned_at = np.full(n, np.inf)
-    decay = 0.5 ** (1 / CASHBACK_HALF_LIFE_DAYS)
-    basket_now = pop.basket_mean(config.default_rate, config)
-    log = _Log([], [])
-
-    for d in range(config.days):
-        u = rng.random((4, n))
-        active = alive & (pop.signup_day < d + 1) & (pop.active_until > d)
-        signup_floor = np.clip(pop.signup_day - d, 0, 1)
-        valid = exp_until >= d + 1
-        expired_today = (exp_until > d) & ~valid
-        floor = np.maximum(signup_floor, np.where(expired_today, exp_until - d, 0.0))
-
-        # the expiring exposure still covers the start of its last day (read it before a
-        # new exposure of the same customer overwrites its state)
-        tail = np.flatnonzero(expired_today & active)
-        if tail.size:
-            until = exp_until[tail] - d
-            tail_freq = response(
-                exp_eff[tail], pop.freq_gain[tail], pop.half_rate[tail], pop.threshold[tail],
-                hard=config.hard, max_rate=float(grid.max()),
-            )  # fmt: skip
-            tail_lam = pop.daily_rate[tail] * season[pop.segment[tail], d] * tail_freq
-            tail_counts = rng.poisson(tail_lam * np.clip(until - signup_floor[tail], 0, None))
-            hit = tail_counts > 0
-            if hit.any():
-                log.purchases.append(
-                    (tail[hit], np.full(int(hit.sum()), d), tail_counts[hit],
-                     signup_floor[tail][hit], until[hit], exp_eff[tail][hit])
-                )  # fmt: skip
-                last_buy[tail[hit]] = d + 1
-
-        new = np.flatnonzero(active & ~valid & (u[0] < pop.visit_prob))
-        if new.size:
-            start = d + floor[new] + (1 - floor[new]) * u[1, new]
-            rate, offer, policy, variant, prop, explored, p_rate = _choose_offers(
-                pop, new, d, config, segments, grid, boost_idx, (exp_lo, exp_hi),
-                offer_cdf, seasonal_idx, seasonal_offer_days[d], rng,
-            )  # fmt: skip
-            share = cat_share[np.maximum(offer, 0), new]
-            eff = effective_rate(rate, offer, share, config.default_rate)
-            exp_until[new] = start + config.exposure_days
-            exp_eff[new] = eff
-            _draw_before_visit(pop, new, d, floor[new], start - d, season, config, rng, log)
-            floor[new] = start - d
-            first = (policy == POLICY_EXPERIMENT) & np.isinf(assigned_at[new])
-            assigned_at[new[first]] = start[first]
-            log.exposures.append((new, start, rate, offer, policy, variant, prop, explored, p_rate))
-
-        rate_today = np.where(exp_until >= d + 1, exp_eff, config.default_rate)
-        freq = response(
-            rate_today, pop.freq_gain, pop.half_rate, pop.threshold,
-            hard=config.hard, max_rate=float(grid.max()),
-        )  # fmt: skip
-        lam = pop.daily_rate * season[pop.segment, d] * freq * (1 - floor) * active
-        counts = rng.poisson(lam)
-        buyers = np.flatnonzero(counts)
-        if buyers.size:
-            log.purchases.append(
-                (buyers, np.full(buyers.size, d), counts[buyers], floor[buyers],
-                 np.ones(buyers.size), rate_today[buyers])  # fmt: skip
-            )
-            last_buy[buyers] = d + 1
-        cashback = cashback * decay + counts * rate_today * basket_now * pop.claim_prob
-        inactivity = np.minimum((d - last_buy) * pop.daily_rate, INACTIVITY_CAP)
-        hazard = (
-            pop.churn_base
-            * (1 + INACTIVITY_WEIGHT * np.clip(inactivity, 0, None))
-            * np.exp(-cashback / CASHBACK_CHURN_SCALE)
-        )
-        churned = active & (u[2] < hazard)
-        alive &= ~churned
-        churn_day[churned] = d + u[3, churned]
-
-    return _assemble(log, churn_day, assigned_at)
-
-
-def _draw_before_visit(
-    pop: Population,
-    new: IntArray,
-    day: int,
-    floor: FloatArray,
-    visit: FloatArray,
-    season: FloatArray,
-    config: WorldConfig,
-    rng: np.random.Generator,
-    log: _Log,
-) -> None:
-    """Orders earlier on the day a new exposure starts, at the default rate card."""
-    freq = response(
-        config.default_rate, pop.freq_gain[new], pop.half_rate[new], pop.threshold[new],
-        hard=config.hard, max_rate=max(config.rate_grid),
-    )  # fmt: skip
-    lam = pop.daily_rate[new] * season[pop.segment[new], day] * freq * (visit - floor)
-    counts = rng.poisson(np.clip(lam, 0, None))
-    hit = counts > 0
-    if hit.any():
-        log.purchases.append(
-            (new[hit], np.full(int(hit.sum()), day), counts[hit], floor[hit], visit[hit],
-             np.full(int(hit.sum()), config.default_rate))
-        )  # fmt: skip
+    loop = _DayLoop(pop, config, segments, season, seasonal_offer_days, rng)
+    for day in range(config.days):
+        loop.step(day)
+    return _assemble(loop.log, loop.churn_day, loop.assigned_at)
 
 
 def _choose_offers(
@@ -273,7 +280,9 @@ def _choose_offers(
     policy = np.where(in_exp, POLICY_EXPERIMENT, policy)
     variant = np.where(in_exp, pop.variant[new], variant)
 
-    offer = np.minimum(np.searchsorted(offer_cdf, rng.random(k) * offer_cdf[-1]), len(offer_cdf) - 1)
+    offer = np.minimum(
+        np.searchsorted(offer_cdf, rng.random(k) * offer_cdf[-1]), len(offer_cdf) - 1
+    )
     if seasonal_today < 0.5:  # out of season the seasonal share goes to the first flat offer
         offer = np.where(offer == seasonal_idx, 0, offer)
 

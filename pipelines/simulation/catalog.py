@@ -61,7 +61,9 @@ def build_merchants(
     return frame, cdfs
 
 
-def _offer_row(offer: Offer, rate: float | None, start: datetime | None, end: datetime | None) -> dict[str, object]:
+def _offer_row(
+    offer: Offer, rate: float | None, start: datetime | None, end: datetime | None
+) -> dict[str, object]:
     return {
         "offer_id": offer.offer_id,
         "kind": offer.kind,

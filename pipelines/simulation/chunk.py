@@ -30,13 +30,14 @@ from pipelines.simulation.world import (
     CATEGORIES,
     CHANNELS,
     DEFAULT_OFFER,
-    EXPERIMENT_ID,
     EXPERIMENT_BOOST_STEPS,
+    EXPERIMENT_ID,
     EXPLORE_POLICY,
     HOLDOUT_POLICY,
     OFFERS,
     PAYOUT_METHODS,
     REGIONS,
+    BoolArray,
     FloatArray,
     IntArray,
     SegmentArrays,
@@ -97,9 +98,15 @@ def ids(prefix: str, chunk: int, numbers: IntArray) -> pl.Series:
     return f"{prefix}{chunk:04d}_" + pl.Series(numbers, dtype=pl.Int64).cast(pl.String).str.zfill(8)
 
 
-def lookup(name: str, vocabulary: tuple[str, ...] | list[str] | pl.Series, index: IntArray) -> pl.Series:
+def lookup(
+    name: str, vocabulary: tuple[str, ...] | list[str] | pl.Series, index: IntArray
+) -> pl.Series:
     """Strings by index into a small vocabulary (fast: no per-row Python strings)."""
-    values = vocabulary if isinstance(vocabulary, pl.Series) else pl.Series(list(vocabulary), dtype=pl.String)
+    values = (
+        vocabulary
+        if isinstance(vocabulary, pl.Series)
+        else pl.Series(list(vocabulary), dtype=pl.String)
+    )
     return values.gather(pl.Series(np.asarray(index, dtype=np.int64))).alias(name)
 
 
@@ -121,14 +128,48 @@ def to_ts(config: WorldConfig, days: FloatArray) -> IntArray:
 
 def ts_series(name: str, micros: IntArray) -> pl.Series:
     """A UTC timestamp column from epoch microseconds."""
-    return pl.Series(name, micros, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return (
+        pl.Series(name, micros, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    )
+
+
+@dataclass(frozen=True)
+class ExposureRows:
+    """A chunk's exposures in table order, as rows and as arrays for joining."""
+
+    frame: pl.DataFrame
+    truth: pl.DataFrame
+    customer: IntArray
+    start_us: IntArray
+    until_us: IntArray
+    rate: FloatArray
+    offer: IntArray
+
+    @property
+    def ids(self) -> pl.Series:
+        """The exposure ids, in row order."""
+        return self.frame["exposure_id"]
+
+
+@dataclass(frozen=True)
+class ClaimSources:
+    """Which order each claim is for, whether it is a second claim, and when it is made."""
+
+    order: IntArray
+    duplicate: BoolArray
+    ts_us: IntArray
 
 
 class _Assembler:
     """Turns the chunk's arrays into the contract's rows."""
 
     def __init__(
-        self, ctx: WorldContext, chunk: int, pop: Population, beh: Behaviour, rng: np.random.Generator
+        self,
+        ctx: WorldContext,
+        chunk: int,
+        pop: Population,
+        beh: Behaviour,
+        rng: np.random.Generator,
     ) -> None:
         self.ctx, self.config, self.chunk = ctx, ctx.config, chunk
         self.pop, self.beh, self.rng = pop, beh, rng
@@ -142,7 +183,7 @@ class _Assembler:
         txn_ids = self._txn_ids(orders.customer.size)
         tables = {
             "customers": self._customers(),
-            "exposures": exposures["frame"],
+            "exposures": exposures.frame,
             "assignments": self._assignments(),
             "transactions": pl.concat(
                 [
@@ -151,19 +192,23 @@ class _Assembler:
                 ]
             ),
         }
-        claims, truth_claims = self._claims(orders, order_us, txn_ids, exp_index, exposures, duplicates)
+        claims, truth_claims = self._claims(
+            orders, order_us, txn_ids, exp_index, exposures, duplicates
+        )
         tables["claims"] = claims
         tables["claim_labels"] = self._labels(claims, truth_claims)
         tables["truth/claims"] = truth_claims
         tables["truth/customers"] = self._truth_customers()
-        tables["truth/exposures"] = exposures["truth"]
+        tables["truth/exposures"] = exposures.truth
         return tables
 
     # -------------------------------------------------------------- orders
 
     def _sorted(self, orders: Purchases, dup: DuplicateClaims) -> tuple[Purchases, DuplicateClaims]:
         """Orders in time order; receipt and duplicate references follow them."""
-        keep = (orders.t < self.config.days) & (orders.t >= np.maximum(self.pop.signup_day[orders.customer], 0))
+        keep = (orders.t < self.config.days) & (
+            orders.t >= np.maximum(self.pop.signup_day[orders.customer], 0)
+        )
         order = np.flatnonzero(keep)[np.argsort(orders.t[keep], kind="stable")]
         new_pos = np.full(orders.size, -1)
         new_pos[order] = np.arange(order.size)
@@ -213,7 +258,7 @@ class _Assembler:
 
     # -------------------------------------------------------------- exposures
 
-    def _exposures(self) -> dict[str, object]:
+    def _exposures(self) -> ExposureRows:
         beh, config = self.beh, self.config
         order = np.lexsort((beh.exp_start, beh.exp_customer))
         cust = beh.exp_customer[order]
@@ -224,7 +269,9 @@ class _Assembler:
         variant = beh.exp_variant[order]
         offer_ids = [o.offer_id for o in OFFERS] + [DEFAULT_OFFER.offer_id]
         policy_code = np.where(
-            policy == POLICY_HOLDOUT, 1, np.where((policy == POLICY_EXPERIMENT) & (variant == 1), 2, 0)
+            policy == POLICY_HOLDOUT,
+            1,
+            np.where((policy == POLICY_EXPERIMENT) & (variant == 1), 2, 0),
         )
         in_exp = policy == POLICY_EXPERIMENT
         exp_ids = ids("E", self.chunk, np.arange(cust.size))
@@ -236,9 +283,23 @@ class _Assembler:
                 ts_series("valid_until", until_us),
                 lookup("offer_id", offer_ids, offer),
                 pl.Series("rate", beh.exp_rate[order]),
-                lookup("policy_version", (EXPLORE_POLICY, HOLDOUT_POLICY, f"boost_{EXPERIMENT_BOOST_STEPS}_steps"), policy_code),
-                nullable("experiment_id", lookup("experiment_id", (EXPERIMENT_ID,), np.zeros(in_exp.size)), in_exp),
-                nullable("variant", lookup("variant", ("control", "treatment"), np.maximum(variant, 0)), in_exp),
+                lookup(
+                    "policy_version",
+                    (EXPLORE_POLICY, HOLDOUT_POLICY, f"boost_{EXPERIMENT_BOOST_STEPS}_steps"),
+                    policy_code,
+                ),
+                nullable(
+                    "experiment_id",
+                    lookup(
+                        "experiment_id", (EXPERIMENT_ID,), np.zeros(in_exp.size, dtype=np.int64)
+                    ),
+                    in_exp,
+                ),
+                nullable(
+                    "variant",
+                    lookup("variant", ("control", "treatment"), np.maximum(variant, 0)),
+                    in_exp,
+                ),
                 pl.Series("propensity", beh.exp_propensity[order]),
             ]
         )
@@ -254,8 +315,7 @@ class _Assembler:
                 ),
             ]
         )
-        return {"frame": frame, "truth": truth, "customer": cust, "start_us": start_us,
-                "until_us": until_us, "rate": beh.exp_rate[order], "offer": offer}  # fmt: skip
+        return ExposureRows(frame, truth, cust, start_us, until_us, beh.exp_rate[order], offer)
 
     def _offer_category_share(self, offer: IntArray, cust: IntArray) -> FloatArray:
         share = np.zeros(offer.size)
@@ -266,11 +326,9 @@ class _Assembler:
                 share[rows] = self.ctx.segments.categories[seg, CATEGORIES.index(o.category)]
         return share
 
-    def _attach(self, customer: IntArray, order_us: IntArray, exposures: dict[str, object]) -> IntArray:
+    def _attach(self, customer: IntArray, order_us: IntArray, exposures: ExposureRows) -> IntArray:
         """Index of the exposure valid at each order (-1 if none): an as-of join in numpy."""
-        e_cust = np.asarray(exposures["customer"])
-        e_start = np.asarray(exposures["start_us"])
-        e_until = np.asarray(exposures["until_us"])
+        e_cust, e_start, e_until = exposures.customer, exposures.start_us, exposures.until_us
         if e_cust.size == 0:
             return np.full(customer.size, -1)
         span = np.int64(self.config.days + 400) * US_PER_DAY
@@ -284,71 +342,93 @@ class _Assembler:
 
     # -------------------------------------------------------------- cashback and claims
 
+    def _claim_sources(
+        self, orders: Purchases, order_us: IntArray, duplicates: DuplicateClaims
+    ) -> ClaimSources:
+        """Claims made before the end: first claims of orders, then second ones, by time."""
+        end_us = to_ts(self.config, np.array([float(self.config.days)]))[0]
+        claim_us = order_us + np.round(orders.claim_delay * US_PER_DAY).astype(np.int64)
+        first = np.flatnonzero(orders.claimed & (claim_us < end_us))
+        delay_us = np.round(duplicates.delay * US_PER_DAY).astype(np.int64)
+        dup_us = order_us[duplicates.source] + delay_us
+        second = duplicates.source[dup_us < end_us]
+        source = np.concatenate([first, second])
+        is_dup = np.concatenate([np.zeros(first.size, bool), np.ones(second.size, bool)])
+        when = np.concatenate([claim_us[first], dup_us[dup_us < end_us]])
+        order = np.argsort(when, kind="stable")
+        return ClaimSources(source[order], is_dup[order], when[order])
+
+    def _receipts(self, orders: Purchases, source: IntArray) -> pl.Series:
+        """Receipt hashes: an order's own, or the one it reuses."""
+        own = orders.receipt_source[source]
+        receipt_of = np.where(own >= 0, own, source).astype(np.uint64)
+        salt = (np.uint64(self.config.seed % 2**20) << np.uint64(44)) | (
+            np.uint64(self.chunk) << np.uint64(32)
+        )
+        receipts = splitmix64(receipt_of | salt)
+        return ("r" + pl.Series(receipts, dtype=pl.UInt64).cast(pl.String)).alias("receipt_hash")
+
+    def _ip_hashes(self, ips: IntArray) -> pl.Series:
+        """Keyed hashes of the IPs, computed once per distinct address."""
+        uniq, inverse = np.unique(ips, return_inverse=True)
+        hashed = hash_ips([_ipv4(int(x)) for x in uniq], self.ctx.pepper)
+        return lookup("ip_hash", hashed, inverse)
+
     def _claims(
         self,
         orders: Purchases,
         order_us: IntArray,
         txn_ids: pl.Series,
         exp_index: IntArray,
-        exposures: dict[str, object],
+        exposures: ExposureRows,
         duplicates: DuplicateClaims,
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         config = self.config
         cashback = cashback_amounts(orders, exp_index, exposures, config)
-        end_us = to_ts(config, np.array([float(config.days)]))[0]
-        claim_us = order_us + np.round(orders.claim_delay * US_PER_DAY).astype(np.int64)
-        first = np.flatnonzero(orders.claimed & (claim_us < end_us))
-        dup_us = order_us[duplicates.source] + np.round(duplicates.delay * US_PER_DAY).astype(np.int64)
-        dup_keep = dup_us < end_us
-        dup_src = duplicates.source[dup_keep]
-        source = np.concatenate([first, dup_src])
-        is_dup = np.concatenate([np.zeros(first.size, bool), np.ones(dup_src.size, bool)])
-        when = np.concatenate([claim_us[first], dup_us[dup_keep]])
-        order = np.argsort(when, kind="stable")
-        source, is_dup, when = source[order], is_dup[order], when[order]
-        receipt_of = np.where(orders.receipt_source[source] >= 0, orders.receipt_source[source], source)
-        salt = np.uint64(config.seed % 2**20) << np.uint64(44) | np.uint64(self.chunk) << np.uint64(32)
-        receipts = splitmix64(np.asarray(receipt_of, dtype=np.uint64) | salt)
-        device = np.where(
-            is_dup & (self.rng.random(source.size) < 0.5),
-            orders.device[source] | 1,
-            orders.device[source],
-        )
-        ips = orders.ip[source]
-        uniq, inverse = np.unique(ips, return_inverse=True)
-        hashed = hash_ips([_ipv4(int(x)) for x in uniq], self.ctx.pepper)
-        exp_ids = exposures_ids(exposures)
+        sources = self._claim_sources(orders, order_us, duplicates)
+        source = sources.order
+        second_device = sources.duplicate & (self.rng.random(source.size) < 0.5)
+        device = np.where(second_device, orders.device[source] | 1, orders.device[source])
         e_idx = exp_index[source]
-        abuse = np.where(is_dup, ABUSE_TYPES.index("receipt_reuse"), orders.abuse[source])
+        has_exposure = e_idx >= 0
+        abuse = np.where(
+            sources.duplicate, ABUSE_TYPES.index("receipt_reuse"), orders.abuse[source]
+        )
         claim_ids = ids("K", self.chunk, np.arange(source.size))
+        customers = orders.customer[source]
         claims = pl.DataFrame(
             [
                 claim_ids.alias("claim_id"),
-                customer_ids(self.pop.offset + orders.customer[source]).alias("customer_id"),
+                customer_ids(self.pop.offset + customers).alias("customer_id"),
                 txn_ids.gather(source).alias("txn_id"),
-                nullable("exposure_id", exp_ids.gather(np.maximum(e_idx, 0)), e_idx >= 0),
-                ts_series("ts", when),
+                nullable("exposure_id", exposures.ids.gather(np.maximum(e_idx, 0)), has_exposure),
+                ts_series("ts", sources.ts_us),
                 pl.Series("amount", orders.claim_amount[source]),
                 pl.Series("cashback_amount", cashback[source]),
-                lookup("payout_method", PAYOUT_METHODS, self.pop.payout_method[orders.customer[source]]),
+                lookup("payout_method", PAYOUT_METHODS, self.pop.payout_method[customers]),
                 ("d" + pl.Series(device, dtype=pl.Int64).cast(pl.String)).alias("device_id"),
-                lookup("ip_hash", hashed, inverse),
-                ("r" + pl.Series(receipts, dtype=pl.UInt64).cast(pl.String)).alias("receipt_hash"),
+                self._ip_hashes(orders.ip[source]),
+                self._receipts(orders, source),
             ]
-        )  # fmt: skip
+        )
+        rate = np.where(has_exposure, exposures.rate[np.maximum(e_idx, 0)], config.default_rate)
+        abuse_names = lookup("abuse_type", ABUSE_TYPES, np.maximum(abuse, 0))
         truth = pl.DataFrame(
             [
                 claim_ids.alias("claim_id"),
                 pl.Series("is_fraud", abuse >= 0),
-                nullable("abuse_type", lookup("abuse_type", ABUSE_TYPES, np.maximum(abuse, 0)), abuse >= 0),
-                pl.Series("exposure_rate", np.where(e_idx >= 0, np.asarray(exposures["rate"])[np.maximum(e_idx, 0)], config.default_rate)),
+                nullable("abuse_type", abuse_names, abuse >= 0),
+                pl.Series("exposure_rate", rate),
             ]
-        )  # fmt: skip
+        )
         return claims, truth
 
     def _labels(self, claims: pl.DataFrame, truth: pl.DataFrame) -> pl.DataFrame:
-        """Chargebacks for a share of frauds (30-90 days late), audits of a random sample
-        (15-30 days late, with the preset's label noise); only labels decided in time."""
+        """Chargebacks and audits, with their delays; only labels decided in time.
+
+        Chargebacks come for a share of frauds 30-90 days late; audits sample claims at
+        random and decide 15-30 days late, with the preset's label noise.
+        """
         config, rng = self.config, self.rng
         n = claims.height
         fraud = truth["is_fraud"].to_numpy()
@@ -357,7 +437,9 @@ class _Assembler:
         cb = np.flatnonzero(fraud & (rng.random(n) < config.chargebacks))
         cb_us = claim_us[cb] + np.round(rng.uniform(30, 90, cb.size) * US_PER_DAY).astype(np.int64)
         audit = np.flatnonzero(rng.random(n) < config.audit_share)
-        audit_us = claim_us[audit] + np.round(rng.uniform(15, 30, audit.size) * US_PER_DAY).astype(np.int64)
+        audit_us = claim_us[audit] + np.round(rng.uniform(15, 30, audit.size) * US_PER_DAY).astype(
+            np.int64
+        )
         audit_fraud = fraud[audit] ^ (rng.random(audit.size) < config.label_noise)
         true_abuse = truth["abuse_type"].gather(audit).fill_null("other")
         chargebacks = pl.DataFrame(
@@ -389,8 +471,14 @@ class _Assembler:
     def _customers(self) -> pl.DataFrame:
         pop = self.pop
         g = pop.offset + np.arange(pop.n)
-        region = nullable("region", lookup("region", REGIONS, np.maximum(pop.region, 0)), pop.region >= 0)
-        age = nullable("age_band", lookup("age_band", AGE_BANDS, np.maximum(pop.age_band, 0)), pop.age_band >= 0)
+        region = nullable(
+            "region", lookup("region", REGIONS, np.maximum(pop.region, 0)), pop.region >= 0
+        )
+        age = nullable(
+            "age_band",
+            lookup("age_band", AGE_BANDS, np.maximum(pop.age_band, 0)),
+            pop.age_band >= 0,
+        )
         return pl.DataFrame(
             [
                 customer_ids(g).alias("customer_id"),
@@ -406,7 +494,7 @@ class _Assembler:
         rows = np.flatnonzero(np.isfinite(at))
         return pl.DataFrame(
             [
-                lookup("experiment_id", (EXPERIMENT_ID,), np.zeros(rows.size)),
+                lookup("experiment_id", (EXPERIMENT_ID,), np.zeros(rows.size, dtype=np.int64)),
                 customer_ids(pop.offset + rows).alias("customer_id"),
                 lookup("variant", ("control", "treatment"), pop.variant[rows]),
                 ts_series("ts", to_ts(self.config, at[rows])),
@@ -443,19 +531,12 @@ class _Assembler:
         )  # fmt: skip
 
 
-def exposures_ids(exposures: dict[str, object]) -> pl.Series:
-    """Exposure ids (for gathering by index)."""
-    frame = exposures["frame"]
-    assert isinstance(frame, pl.DataFrame)
-    return frame["exposure_id"]
-
-
 def _ipv4(x: int) -> str:
     return f"{x >> 24 & 255}.{x >> 16 & 255}.{x >> 8 & 255}.{x & 255}"
 
 
 def cashback_amounts(
-    orders: Purchases, exp_index: IntArray, exposures: dict[str, object], config: WorldConfig
+    orders: Purchases, exp_index: IntArray, exposures: ExposureRows, config: WorldConfig
 ) -> FloatArray:
     """Cashback of each order under the offer valid when it was made (default card if none).
 
@@ -464,8 +545,7 @@ def cashback_amounts(
     the number of earlier orders in the same exposure; category: the rate on the offer's
     category, the default rate elsewhere.
     """
-    e_rate = np.asarray(exposures["rate"])
-    e_offer = np.asarray(exposures["offer"])
+    e_rate, e_offer = exposures.rate, exposures.offer
     has = exp_index >= 0
     safe = np.maximum(exp_index, 0)
     rate = np.where(has, e_rate[safe], config.default_rate)

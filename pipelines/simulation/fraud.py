@@ -154,7 +154,7 @@ class FraudMaker:
         return np.repeat(accounts, base)
 
     def _honest_alive_at(self, n: int, pattern: str) -> tuple[IntArray, FloatArray]:
-        """n (customer, time) pairs of honest customers who exist and are active then."""
+        """N (customer, time) pairs of honest customers who exist and are active then."""
         pop, days = self.pop, self.config.days
         honest = np.flatnonzero(pop.role == ROLE_LEGIT)
         if honest.size == 0 or n == 0:
@@ -190,9 +190,15 @@ class FraudMaker:
         n_dev = 1 + np.round(3 * drift).astype(np.int64)
         k = self.rng.integers(0, 1 << 30, n) % n_dev
         device = RING_DEVICE_BASE + (self.chunk * 100_000 + ring) * 10 + k
-        ring_ip = _public_ipv4(splitmix64((self.chunk * 100_000 + ring) * 16 + k + self.config.seed))
+        ring_ip = _public_ipv4(
+            splitmix64((self.chunk * 100_000 + ring) * 16 + k + self.config.seed)
+        )
         use_carrier = self.rng.random(n) < 0.2 + 0.3 * drift
-        ip = np.where(use_carrier, carrier_ip(self.rng.integers(0, CARRIER_IPS, n), self.config.seed), ring_ip.astype(np.int64))
+        ip = np.where(
+            use_carrier,
+            carrier_ip(self.rng.integers(0, CARRIER_IPS, n), self.config.seed),
+            ring_ip.astype(np.int64),
+        )
         median = 60 - 15 * drift
         amount = self._amount(median, 0.5 + 0.2 * float(self.config.hard), n)
         delay = self.rng.uniform(2, 30, n) * MINUTE * (1 + 12 * drift)
@@ -259,14 +265,14 @@ class FraudMaker:
         orders.return_delay = self.rng.uniform(2, 10, n) * (1 + 2 * drift)
         return orders
 
-    def receipt_reuse(
-        self, claims: int, honest: Purchases
-    ) -> tuple[Purchases, DuplicateClaims]:
+    def receipt_reuse(self, claims: int, honest: Purchases) -> tuple[Purchases, DuplicateClaims]:
         """Receipts claimed twice by their owner, or shown by another customer."""
         days = self.config.days
         eligible = np.flatnonzero(honest.claimed & (honest.t + honest.claim_delay < days - 21))
         if eligible.size == 0 or claims == 0:
-            return self._orders(*_empty_order_args()), DuplicateClaims(np.zeros(0, np.int64), np.zeros(0))
+            return self._orders(*_empty_order_args()), DuplicateClaims(
+                np.zeros(0, np.int64), np.zeros(0)
+            )
         src = eligible[self.rng.integers(0, eligible.size, claims)]
         same = self.rng.random(claims) < 0.6
         dup_src = src[same]
@@ -292,7 +298,9 @@ class FraudMaker:
         return orders.take(np.flatnonzero(keep)), dup
 
 
-def _empty_order_args() -> tuple[IntArray, FloatArray, FloatArray, IntArray, str, IntArray, IntArray, FloatArray]:
+def _empty_order_args() -> tuple[
+    IntArray, FloatArray, FloatArray, IntArray, str, IntArray, IntArray, FloatArray
+]:
     z_i = np.zeros(0, dtype=np.int64)
     z_f = np.zeros(0, dtype=np.float64)
     return z_i, z_f, z_f, z_i, "receipt_reuse", z_i, z_i, z_f

@@ -168,7 +168,7 @@ def _reserve_fraud_accounts(
 
 
 def _choice(rng: np.random.Generator, probs: FloatArray, n: int) -> IntArray:
-    """n draws of an index with the given probabilities (vectorized inverse CDF)."""
+    """N draws of an index with the given probabilities (vectorized inverse CDF)."""
     cdf = np.cumsum(probs / probs.sum())
     return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), probs.size - 1).astype(
         np.int64
@@ -179,5 +179,5 @@ def choice_rows(rng: np.random.Generator, probs: FloatArray, rows: IntArray) -> 
     """One draw per row, each row using its own probability vector `probs[rows[i]]`."""
     cdf = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
     u = rng.random(rows.size)
-    picked = (u[:, None] >= cdf[rows]).sum(axis=1)
-    return np.minimum(picked, probs.shape[1] - 1).astype(np.int64)
+    picked = np.asarray((u[:, None] >= cdf[rows]).sum(axis=1), dtype=np.int64)
+    return np.asarray(np.minimum(picked, probs.shape[1] - 1), dtype=np.int64)

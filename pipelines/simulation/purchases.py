@@ -79,13 +79,17 @@ def splitmix64(x: IntArray | np.ndarray) -> np.ndarray:
 
 def home_ip(global_customer: IntArray, seed: int) -> IntArray:
     """Each customer's home address, a fixed function of the customer and the seed."""
-    h = splitmix64(np.asarray(global_customer, dtype=np.uint64) * np.uint64(2654435761) + np.uint64(seed))
+    h = splitmix64(
+        np.asarray(global_customer, dtype=np.uint64) * np.uint64(2654435761) + np.uint64(seed)
+    )
     return np.asarray(_public_ipv4(h), dtype=np.int64)
 
 
 def carrier_ip(index: IntArray, seed: int) -> IntArray:
     """The shared carrier addresses (CARRIER_IPS of them for the whole world)."""
-    h = splitmix64(np.asarray(index, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003) + np.uint64(7))
+    h = splitmix64(
+        np.asarray(index, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003) + np.uint64(7)
+    )
     return np.asarray(_public_ipv4(h), dtype=np.int64)
 
 

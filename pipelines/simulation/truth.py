@@ -139,7 +139,9 @@ def expected_orders(
     return np.asarray(_column(customers, "daily_rate") * seasonal_days * freq, dtype=np.float64)
 
 
-def expected_basket(customers: pl.DataFrame, config: WorldConfig, rate: float | FloatArray) -> FloatArray:
+def expected_basket(
+    customers: pl.DataFrame, config: WorldConfig, rate: float | FloatArray
+) -> FloatArray:
     """Expected order amount per customer under `rate`."""
     _, basket = response_multipliers(customers, config, rate)
     mu, sigma = _column(customers, "basket_mu"), _column(customers, "basket_sigma")
@@ -147,7 +149,11 @@ def expected_basket(customers: pl.DataFrame, config: WorldConfig, rate: float | 
 
 
 def expected_spend(
-    customers: pl.DataFrame, config: WorldConfig, rate: float | FloatArray, start: datetime | pl.Series, days: float
+    customers: pl.DataFrame,
+    config: WorldConfig,
+    rate: float | FloatArray,
+    start: datetime | pl.Series,
+    days: float,
 ) -> FloatArray:
     """Expected spend per customer over a window under an effective cashback rate.
 
@@ -161,7 +167,9 @@ def expected_spend(
     Returns:
         Expected spend per customer, assuming the customer stays active in the window.
     """
-    return expected_orders(customers, config, rate, start, days) * expected_basket(customers, config, rate)
+    return expected_orders(customers, config, rate, start, days) * expected_basket(
+        customers, config, rate
+    )
 
 
 def expected_returned_share(customers: pl.DataFrame) -> FloatArray:
@@ -171,7 +179,11 @@ def expected_returned_share(customers: pl.DataFrame) -> FloatArray:
 
 
 def expected_paid_spend(
-    customers: pl.DataFrame, config: WorldConfig, rate: float | FloatArray, start: datetime | pl.Series, days: float
+    customers: pl.DataFrame,
+    config: WorldConfig,
+    rate: float | FloatArray,
+    start: datetime | pl.Series,
+    days: float,
 ) -> FloatArray:
     """Expected spend that earns paid cashback: claimed and not returned."""
     spend = expected_spend(customers, config, rate, start, days)
@@ -187,7 +199,11 @@ def expected_margin_rate(customers: pl.DataFrame, config: WorldConfig) -> FloatA
 
 
 def rate_value(
-    customers: pl.DataFrame, config: WorldConfig, rate: float | FloatArray, start: datetime | pl.Series, days: float
+    customers: pl.DataFrame,
+    config: WorldConfig,
+    rate: float | FloatArray,
+    start: datetime | pl.Series,
+    days: float,
 ) -> FloatArray:
     """DESIGN.md's value of a flat rate over a window against the default rate, per customer.
 

@@ -155,13 +155,15 @@ class Offer:
     share: float = 0.0  # share of exposures that carry this offer
 
 
+BASKET_TIERS = ((0.0, 0.0), (100.0, 0.01), (250.0, 0.02))  # (basket amount, bonus rate)
+VISIT_TIERS = ((0.0, 0.0), (2.0, 0.005), (4.0, 0.01))  # (earlier orders in window, bonus rate)
 # Tier rates are bonuses on top of the exposure's base rate: by basket amount for tiered
 # offers, by the number of earlier purchases in the exposure window for cumulative ones.
 OFFERS: tuple[Offer, ...] = (
     Offer("flat-immediate", "flat", "immediate", 0, share=0.35),
     Offer("flat-deferred", "flat", "deferred", 30, share=0.20),
-    Offer("tiered-basket", "tiered", "deferred", 14, tiers=((0, 0.0), (100, 0.01), (250, 0.02)), share=0.15),
-    Offer("cumulative-visits", "cumulative", "immediate", 0, tiers=((0, 0.0), (2, 0.005), (4, 0.01)), share=0.10),
+    Offer("tiered-basket", "tiered", "deferred", 14, tiers=BASKET_TIERS, share=0.15),
+    Offer("cumulative-visits", "cumulative", "immediate", 0, tiers=VISIT_TIERS, share=0.10),
     Offer("category-electronics", "category", "deferred", 30, category="electronics", share=0.05),
     Offer("category-fashion", "category", "immediate", 0, category="fashion", share=0.05),
     Offer("seasonal-winter", "seasonal", "deferred", 30, share=0.10),
@@ -271,7 +273,8 @@ def segment_arrays(config: WorldConfig) -> SegmentArrays:
     def blend(values: FloatArray, weight: float = 0.5) -> FloatArray:
         if not config.hard:
             return values
-        return (1 - weight) * values + weight * values.mean(axis=0, keepdims=True)
+        mean = values.mean(axis=0, keepdims=True)
+        return np.asarray((1 - weight) * values + weight * mean, dtype=np.float64)
 
     categories = blend(np.array([s.categories for s in SEGMENTS]))
     channels = blend(np.array([s.channels for s in SEGMENTS]))

@@ -112,11 +112,6 @@ def test_given_a_directory_without_tables_then_one_error_line_and_exit_1(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py passes data values to rich as markup: a value like '[/web]' crashes the "
-    "table (rich.errors.MarkupError); escape cells with rich.markup.escape",
-)
 def test_given_a_value_that_looks_like_markup_then_it_is_printed_as_is(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

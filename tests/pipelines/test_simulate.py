@@ -40,8 +40,9 @@ def test_same_seed_gives_identical_files_and_another_seed_different(tmp_path: Pa
     other = _digests(_small(tmp_path, "c", seed=4))
     assert first == again
     assert len(first) >= 13  # every contract table but outcomes, and the truth
-    assert first["transactions.parquet/part-00000.parquet"] != (
-        other["transactions.parquet/part-00000.parquet"]
+    assert (
+        first["transactions.parquet/part-00000.parquet"]
+        != (other["transactions.parquet/part-00000.parquet"])
     )
 
 
@@ -131,8 +132,10 @@ def test_truth_expected_spend_matches_the_simulated_spend(
     expected = expected_spend(spend, truth.config, spend["rate"].to_numpy(), spend["ts"], 7.0)
     # then totals agree within sampling noise, overall and at each rate
     assert spend["spend"].sum() == pytest.approx(expected.sum(), rel=0.04)
-    by_rate = spend.with_columns(pl.Series("expected", expected)).group_by("rate").agg(
-        pl.col("spend").sum(), pl.col("expected").sum()
+    by_rate = (
+        spend.with_columns(pl.Series("expected", expected))
+        .group_by("rate")
+        .agg(pl.col("spend").sum(), pl.col("expected").sum())
     )
     for row in by_rate.iter_rows(named=True):
         assert row["spend"] == pytest.approx(row["expected"], rel=0.1), row
@@ -244,9 +247,11 @@ def test_returns_link_to_earlier_purchases_and_abusers_return_more(default_world
     assert 0.02 < share < 0.08
     claims = read_table(default_world, "claims").join(truth.claims, on="claim_id").collect()
     returned = set(returns["original_txn_id"].to_list())
-    by_type = claims.with_columns(
-        pl.col("txn_id").is_in(list(returned)).alias("returned")
-    ).group_by(pl.col("abuse_type").fill_null("honest")).agg(pl.col("returned").mean())
+    by_type = (
+        claims.with_columns(pl.col("txn_id").is_in(list(returned)).alias("returned"))
+        .group_by(pl.col("abuse_type").fill_null("honest"))
+        .agg(pl.col("returned").mean())
+    )
     rates = dict(by_type.iter_rows())
     assert rates["claim_then_return"] > 0.8
     assert rates["honest"] < 0.1
