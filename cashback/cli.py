@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cashback.errors import CashbackError
-from cashback.progress import enable_progress
+from cashback.progress import enable_progress, progress_bar
 from cashback.settings import get_settings
 
 app = typer.Typer(
@@ -86,7 +86,8 @@ def import_data(
     """Import a real data set onto the contract (built-in mappings or a YAML mapping)."""
     from pipelines.data_import import run  # noqa: PLC0415
 
-    summary = run(source.value, path, out, get_settings(), mapping=mapping)
+    with progress_bar(f"importing {path.name} ({source.value})"):
+        summary = run(source.value, path, out, get_settings(), mapping=mapping)
     _print_counts(f"imported {path.name} into {out}", summary.rows)
     if summary.left_out:
         _print_counts("rows left out, by reason", summary.left_out)
@@ -101,7 +102,8 @@ def validate(
     """Check every table in DIRECTORY against the contract; exit 1 on any violation."""
     from cashback.tables import validate_directory  # noqa: PLC0415
 
-    report = validate_directory(directory)
+    with progress_bar(f"validating {directory}"):
+        report = validate_directory(directory)
     if report.ok:
         out_console.print(f"{directory}: all tables satisfy the contract")
         return

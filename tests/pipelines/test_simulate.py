@@ -271,3 +271,60 @@ def test_churn_rises_with_inactivity_and_falls_with_cashback_received(default_wo
     )
     assert by_segment["lapsing"] > 2 * by_segment["loyal_regular"]
     assert by_segment["new_explorer"] > 2 * by_segment["loyal_regular"]
+
+
+def _pattern_mix_by_half(directory: Path) -> pl.DataFrame:
+    truth = load_truth(directory)
+    claims = read_table(directory, "claims").join(truth.claims, on="claim_id").collect()
+    middle = claims["ts"].min() + (claims["ts"].max() - claims["ts"].min()) / 2
+    return (
+        claims.filter("is_fraud")
+        .with_columns((pl.col("ts") >= middle).alias("late"))
+        .group_by("late", "abuse_type")
+        .agg(pl.len().alias("n"))
+        .with_columns((pl.col("n") / pl.col("n").sum().over("late")).alias("share"))
+        .pivot("late", index="abuse_type", values="share")
+        .fill_null(0.0)
+    )
+
+
+def test_hard_preset_fraud_patterns_drift_over_time_and_default_ones_do_not(
+    default_world: Path, hard_world: Path
+) -> None:
+    def largest_shift(directory: Path) -> float:
+        mix = _pattern_mix_by_half(directory)
+        return float((mix["true"] - mix["false"]).abs().max())
+
+    assert largest_shift(hard_world) > 0.08
+    assert largest_shift(default_world) < 0.05
+
+
+def test_churn_is_predictable_from_recency_but_not_trivially(default_world: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    # given a snapshot mid-year: customers who bought before it and had not churned
+    truth = load_truth(default_world)
+    purchases = read_table(default_world, "transactions").filter(pl.col("amount") > 0)
+    snapshot = truth.config.start_dt + (truth.config.end_dt - truth.config.start_dt) / 2
+    horizon = pl.duration(days=90)
+    last = (
+        purchases.filter(pl.col("ts") < snapshot)
+        .group_by("customer_id")
+        .agg(pl.col("ts").max().alias("last"))
+    )
+    later = (
+        purchases.filter(pl.col("ts") >= snapshot, pl.col("ts") < pl.lit(snapshot) + horizon)
+        .select("customer_id")
+        .unique()
+        .with_columns(pl.lit(value=True).alias("bought_later"))
+    )
+    frame = (
+        last.join(later, on="customer_id", how="left")
+        .with_columns(pl.col("bought_later").fill_null(value=False))
+        .collect()
+    )
+    # when recency alone scores "no purchase in the next 90 days"
+    recency = frame.select((pl.lit(snapshot) - pl.col("last")).dt.total_hours()).to_series()
+    auc = roc_auc_score(~frame["bought_later"].to_numpy(), recency.to_numpy())
+    # then it is informative but far from perfect: there is room for a model
+    assert 0.65 < auc < 0.95
