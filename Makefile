@@ -37,7 +37,7 @@ pytest: env  ## unit, integration and real-data tests (not the benchmarks)
 notebooks: env  ## execute the jupytext notebooks on small data
 	$(BIN)/pytest -m notebooks -p no:xdist tests/test_notebooks.py
 
-test: lint typecheck pytest notebooks  ## everything CI runs
+test: lint typecheck notebooks pytest  ## everything CI runs (the main test run last)
 
 bench: env  ## full benchmarks; figures go to benchmarks/results/
 	$(BIN)/pytest tests/benchmarks -m bench -p no:xdist -s
