@@ -35,6 +35,39 @@ class SimulationSettings(BaseModel):
     )
 
 
+class FeatureSettings(BaseModel):
+    """How customer features are computed (`features/`)."""
+
+    windows_days: tuple[int, ...] = Field(
+        default=(7, 30, 90, 365), description="look-back windows of behaviour features"
+    )
+    share_window_days: int = Field(default=90, ge=1, description="window of mix shares")
+    categories: tuple[str, ...] = Field(
+        default=(
+            "groceries",
+            "fashion",
+            "electronics",
+            "home",
+            "beauty",
+            "travel",
+            "entertainment",
+            "sports",
+        ),
+        description="the program's main categories (each gets a spend-share feature)",
+    )
+    new_customer_days: int = Field(default=30, ge=1, description="lifecycle: new below this tenure")
+    inactive_days: int = Field(default=180, ge=1, description="lifecycle: inactive after this")
+    at_risk_gap_multiple: float = Field(
+        default=2.5, gt=1.0, description="at risk: silent for this many typical gaps"
+    )
+    at_risk_min_days: int = Field(default=45, ge=1, description="at risk: and at least this long")
+    rfm_sample_customers: int = Field(
+        default=50_000,
+        ge=100,
+        description="customers (a fixed hash sample) whose values set RFM quintiles at a close",
+    )
+
+
 class Settings(BaseSettings):
     """Service configuration.
 
@@ -61,6 +94,7 @@ class Settings(BaseSettings):
     exposure_days: int = Field(default=7, ge=1, le=90)
     currency: str = "EUR"
     simulation: SimulationSettings = SimulationSettings()
+    features: FeatureSettings = FeatureSettings()
 
     @model_validator(mode="after")
     def _refuse_missing_secrets_in_prod(self) -> Settings:

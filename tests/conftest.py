@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cashback.settings import Settings, get_settings
+from pipelines.simulate import run, world_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -29,3 +30,29 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data set not available: {relative} (expected under ../shared/data)")
     return path
+
+
+WORLD_CUSTOMERS = 20_000
+WORLD_DAYS = 365
+
+
+def _simulate(root: Path, preset: str, seed: int) -> Path:
+    settings = Settings(ip_pepper="test-pepper-not-a-secret", data_dir=root)
+    config = world_config(
+        settings, customers=WORLD_CUSTOMERS, days=WORLD_DAYS, seed=seed, preset=preset
+    )
+    out = root / f"world-{preset}-{seed}"
+    run(config, out, settings)
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default-preset world of 20,000 customers over a year."""
+    return _simulate(tmp_path_factory.mktemp("sim"), "default", seed=11)
+
+
+@pytest.fixture(scope="session")
+def hard_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hard-preset world of 20,000 customers over a year."""
+    return _simulate(tmp_path_factory.mktemp("sim"), "hard", seed=11)

@@ -1,0 +1,131 @@
+"""Customer behaviour features as of a daily close: purchases, spend, mix, recency, returns.
+
+Every feature of a row with close `c` uses only transactions with `ts < c`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from cashback.settings import FeatureSettings
+from cashback.vocab import Channel
+from features.asof import days, elapsed_days, running_last, running_sums, values_before
+
+KEY = "customer_id"
+CLOSE = "close_ts"
+TREND_DAYS = 30
+
+
+def slug(name: str) -> str:
+    """A category name as a feature-name fragment (`home & garden` -> `home_garden`)."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _event_values(config: FeatureSettings) -> dict[str, pl.Expr]:
+    """Per-transaction quantities whose running sums give every windowed aggregate."""
+    purchase = pl.col("amount") > 0
+    spend = pl.when(purchase).then(pl.col("amount")).otherwise(0.0)
+    values = {
+        "n": purchase.cast(pl.Int64),
+        "spend": spend,
+        "returned": pl.when(purchase).then(0.0).otherwise(-pl.col("amount")),
+    }
+    for category in config.categories:
+        values[f"cat_{slug(category)}"] = spend * (pl.col("category") == category)
+        values[f"catn_{slug(category)}"] = (purchase & (pl.col("category") == category)).cast(
+            pl.Int64
+        )
+    values["catn_other"] = (purchase & ~pl.col("category").is_in(list(config.categories))).cast(
+        pl.Int64
+    )
+    for channel in Channel:
+        values[f"ch_{channel.value}"] = (purchase & (pl.col("channel") == channel.value)).cast(
+            pl.Int64
+        )
+    return values
+
+
+def _boundaries(config: FeatureSettings) -> list[int]:
+    return sorted({0, *config.windows_days, config.share_window_days, 2 * TREND_DAYS})
+
+
+def _diff(name: str, window: int) -> pl.Expr:
+    return pl.col(f"{name}@0") - pl.col(f"{name}@{window}")
+
+
+def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    return pl.when(den > 0).then(num / den).otherwise(None)
+
+
+def _window_features(config: FeatureSettings) -> list[pl.Expr]:
+    exprs: list[pl.Expr] = []
+    for w in config.windows_days:
+        n, spend = _diff("n", w), _diff("spend", w)
+        distinct = pl.sum_horizontal(
+            *(_diff(f"catn_{slug(c)}", w) > 0 for c in config.categories),
+            _diff("catn_other", w) > 0,
+        )
+        exprs += [
+            n.alias(f"purchases_{w}d"),
+            spend.round(2).alias(f"spend_{w}d"),
+            _ratio(spend, n).alias(f"avg_basket_{w}d"),
+            distinct.cast(pl.Int64).alias(f"categories_{w}d"),
+            _ratio(_diff("returned", w), spend).alias(f"return_rate_{w}d"),
+        ]
+    s = config.share_window_days
+    spend_s, n_s = _diff("spend", s), _diff("n", s)
+    exprs += [
+        _ratio(_diff(f"cat_{slug(c)}", s), spend_s).fill_null(0.0).alias(f"share_{slug(c)}_{s}d")
+        for c in config.categories
+    ]
+    exprs += [
+        _ratio(_diff(f"ch_{ch.value}", s), n_s).fill_null(0.0).alias(f"share_{ch.value}_{s}d")
+        for ch in Channel
+    ]
+    recent = _diff("spend", TREND_DAYS)
+    before = pl.col(f"spend@{TREND_DAYS}") - pl.col(f"spend@{2 * TREND_DAYS}")
+    exprs.append(_ratio(recent, before).alias("spend_trend_30d"))
+    return exprs
+
+
+def behaviour_features(
+    transactions: pl.LazyFrame,
+    customers: pl.LazyFrame,
+    rows: pl.LazyFrame,
+    config: FeatureSettings,
+) -> pl.LazyFrame:
+    """Behaviour features for each requested (customer_id, close_ts) row.
+
+    Args:
+        transactions: the contract table.
+        customers: the contract table (for tenure).
+        rows: requested rows with `customer_id` and `close_ts` (UTC midnight).
+        config: windows and categories.
+
+    Returns:
+        `rows` with purchases, spend, average basket, distinct categories and return rate
+        over each window; category and channel shares; days since the last purchase;
+        tenure; and the 30-day spend trend (last 30 days over the 30 before).
+    """
+    sums = running_sums(transactions, KEY, _event_values(config))
+    value_names = list(_event_values(config))
+    frame = rows
+    for w in _boundaries(config):
+        bound = pl.col(CLOSE) - days(w)
+        frame = values_before(frame, sums, KEY, bound, value_names, f"@{w}")
+    last = running_last(
+        transactions.filter(pl.col("amount") > 0), KEY, {"last_purchase_ts": pl.col("ts")}
+    )
+    frame = values_before(
+        frame, last, KEY, pl.col(CLOSE), ["last_purchase_ts"], "", fill=None
+    ).join(customers.select(KEY, "signup_ts"), on=KEY, how="left", maintain_order="left")
+    age = pl.col(CLOSE) - pl.col("last_purchase_ts")
+    tenure = pl.col(CLOSE) - pl.col("signup_ts")
+    scratch = [f"{v}@{w}" for w in _boundaries(config) for v in value_names]
+    return frame.with_columns(
+        *_window_features(config),
+        elapsed_days(age).alias("days_since_last_purchase"),
+        elapsed_days(tenure).clip(0).alias("tenure_days"),
+    ).drop(*scratch, "last_purchase_ts", "signup_ts")

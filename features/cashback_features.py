@@ -1,0 +1,111 @@
+"""Cashback features as of a daily close: claims, cashback received, payout mix, rates, pending.
+
+Every feature of a row with close `c` uses only claims with `ts < c`.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from cashback.vocab import Payout, PayoutMethod
+from features.asof import days, running_last, running_sums, values_before
+
+KEY = "customer_id"
+CLOSE = "close_ts"
+WINDOWS = (30, 90, 365)
+MIX_WINDOW = 365
+
+
+def deferred_periods(offers: pl.DataFrame) -> list[int]:
+    """Distinct validation periods (days) of deferred offers in the catalog."""
+    deferred = offers.filter(pl.col("payout") == Payout.DEFERRED.value)
+    return sorted(int(v) for v in deferred["validation_days"].unique() if v and v > 0)
+
+
+def _claims_with_payout(
+    claims: pl.LazyFrame, exposures: pl.LazyFrame, offers: pl.LazyFrame
+) -> pl.LazyFrame:
+    """Claims with the payout and validation period of the offer they were made under."""
+    terms = exposures.select("exposure_id", "offer_id").join(
+        offers.select("offer_id", "payout", "validation_days"), on="offer_id", how="left"
+    )
+    return claims.join(terms, on="exposure_id", how="left", maintain_order="left")
+
+
+def _values(periods: list[int]) -> dict[str, pl.Expr]:
+    cashback = pl.col("cashback_amount")
+    values = {
+        "claims": pl.lit(1, dtype=pl.Int64),
+        "cashback": cashback,
+        "claimed": pl.col("amount"),
+    }
+    for method in PayoutMethod:
+        values[f"pm_{method.value}"] = cashback * (pl.col("payout_method") == method.value)
+    deferred = pl.col("payout") == Payout.DEFERRED.value
+    for period in periods:
+        values[f"deferred_{period}"] = cashback * (
+            deferred & (pl.col("validation_days") == period)
+        ).fill_null(value=False)
+    return values
+
+
+def cashback_features(
+    claims: pl.LazyFrame,
+    exposures: pl.LazyFrame,
+    offers: pl.DataFrame,
+    rows: pl.LazyFrame,
+) -> pl.LazyFrame:
+    """Cashback features for each requested (customer_id, close_ts) row.
+
+    Args:
+        claims: the contract table.
+        exposures: the contract table (to find each claim's offer).
+        offers: the offer catalog (payout and validation period).
+        rows: requested rows with `customer_id` and `close_ts`.
+
+    Returns:
+        `rows` with claims and cashback over 30/90/365 days, the share of cashback by payout
+        method and the average rate over 365 days, the rate of the last claim, and the
+        deferred cashback still inside its validation period at the close.
+    """
+    periods = deferred_periods(offers)
+    values = _values(periods)
+    stream = _claims_with_payout(claims, exposures, offers.lazy())
+    sums = running_sums(stream, KEY, values)
+    names = list(values)
+    bounds = sorted({0, *WINDOWS, MIX_WINDOW, *periods})
+    frame = rows
+    for b in bounds:
+        frame = values_before(frame, sums, KEY, pl.col(CLOSE) - days(b), names, f"@{b}")
+    last = running_last(
+        claims.filter(pl.col("amount") > 0),
+        KEY,
+        {"last_rate": pl.col("cashback_amount") / pl.col("amount")},
+    )
+    frame = values_before(frame, last, KEY, pl.col(CLOSE), ["last_rate"], "", fill=None)
+
+    def diff(name: str, window: int) -> pl.Expr:
+        return pl.col(f"{name}@0") - pl.col(f"{name}@{window}")
+
+    exprs = []
+    for w in WINDOWS:
+        exprs += [
+            diff("claims", w).alias(f"claims_{w}d"),
+            diff("cashback", w).round(2).alias(f"cashback_{w}d"),
+        ]
+    total = diff("cashback", MIX_WINDOW)
+    exprs += [
+        pl.when(total > 0)
+        .then(diff(f"pm_{m.value}", MIX_WINDOW) / total)
+        .otherwise(0.0)
+        .alias(f"share_{m.value}_{MIX_WINDOW}d")
+        for m in PayoutMethod
+    ]
+    claimed = diff("claimed", MIX_WINDOW)
+    exprs.append(pl.when(claimed > 0).then(total / claimed).alias(f"avg_rate_{MIX_WINDOW}d"))
+    pending = (
+        pl.sum_horizontal(*(diff(f"deferred_{p}", p) for p in periods)) if periods else pl.lit(0.0)
+    )
+    exprs.append(pending.round(2).alias("deferred_pending"))
+    scratch = [f"{n}@{b}" for b in bounds for n in names]
+    return frame.with_columns(*exprs).drop(*scratch)
