@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PEPPER_FILE_NAME = ".ip_pepper"
@@ -37,6 +37,8 @@ class SimulationSettings(BaseModel):
 
 class FeatureSettings(BaseModel):
     """How customer features are computed (`features/`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     windows_days: tuple[int, ...] = Field(
         default=(7, 30, 90, 365), description="look-back windows of behaviour features"

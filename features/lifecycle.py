@@ -26,6 +26,7 @@ KEY = "customer_id"
 CLOSE = "close_ts"
 QUANTILES = (0.2, 0.4, 0.6, 0.8)
 RFM_INPUTS = {"r": "days_since_last_purchase", "f": "purchases_365d", "m": "spend_365d"}
+RFM_COLUMNS = ("rfm_r", "rfm_f", "rfm_m", "rfm_total")
 
 
 def lifecycle_stage(config: FeatureSettings) -> pl.Expr:
