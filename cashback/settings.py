@@ -70,6 +70,22 @@ class FeatureSettings(BaseModel):
     )
 
 
+class FeatureStoreSettings(BaseModel):
+    """Where the Feast repo keeps its registry, batch tables and online store."""
+
+    project: str = Field(default="cashback", pattern=r"^[a-z][a-z0-9_]*$")
+    online_store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = Field(
+        default="localhost:6379", description="host:port[,db=N][,password=...] for redis"
+    )
+    subdirectory: str = Field(
+        default="features", description="under data_dir: registry, batch tables, sqlite store"
+    )
+    max_staleness_days: int = Field(
+        default=2, ge=1, description="online values older than this many closes are stale"
+    )
+
+
 class Settings(BaseSettings):
     """Service configuration.
 
@@ -97,6 +113,12 @@ class Settings(BaseSettings):
     currency: str = "EUR"
     simulation: SimulationSettings = SimulationSettings()
     features: FeatureSettings = FeatureSettings()
+    feature_store: FeatureStoreSettings = FeatureStoreSettings()
+
+    @property
+    def feature_dir(self) -> Path:
+        """Where the feature store keeps its files."""
+        return self.data_dir / self.feature_store.subdirectory
 
     @model_validator(mode="after")
     def _refuse_missing_secrets_in_prod(self) -> Settings:

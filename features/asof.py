@@ -17,15 +17,24 @@ import polars as pl
 EVENT_TS = "__event_ts"
 
 
+def cents(amount: pl.Expr) -> pl.Expr:
+    """Money as whole cents, so running sums are exact (and equal on every path)."""
+    return (amount * 100).round(0).cast(pl.Int64)
+
+
 def running_sums(
     events: pl.LazyFrame, key: str, values: dict[str, pl.Expr], *, ts: str = "ts"
 ) -> pl.LazyFrame:
     """Running sums of `values` per `key`, in time order, one row per event.
 
+    Values must be integers (counts, cents): sums are then exact. The per-entity running
+    sum is the global running sum minus its value where the entity's events start, which
+    needs no group-by.
+
     Args:
         events: the event stream (must have `key` and `ts`).
         key: the entity column (e.g. customer_id).
-        values: output column name to the per-event expression to accumulate.
+        values: output column name to the per-event integer expression to accumulate.
         ts: the event time column.
 
     Returns:
@@ -34,17 +43,23 @@ def running_sums(
     per_event = events.select(
         pl.col(key), pl.col(ts).alias(EVENT_TS), *(e.alias(n) for n, e in values.items())
     ).sort(key, EVENT_TS)
-    return per_event.with_columns(pl.col(n).cum_sum().over(key) for n in values).sort(EVENT_TS)
+    starts = (pl.col(key) != pl.col(key).shift(1)).fill_null(value=True)
+
+    def per_entity(name: str) -> pl.Expr:
+        total = pl.col(name).cum_sum()
+        before_entity = pl.when(starts).then(total - pl.col(name)).forward_fill()
+        return (total - before_entity).alias(name)
+
+    return per_event.with_columns(per_entity(n) for n in values).sort(EVENT_TS)
 
 
 def running_last(
     events: pl.LazyFrame, key: str, values: dict[str, pl.Expr], *, ts: str = "ts"
 ) -> pl.LazyFrame:
-    """The latest non-null value of each expression per `key`, as of every event, time-sorted."""
-    per_event = events.select(
+    """Per-event values for "the latest value before t" lookups (values must be non-null)."""
+    return events.select(
         pl.col(key), pl.col(ts).alias(EVENT_TS), *(e.alias(n) for n, e in values.items())
-    ).sort(key, EVENT_TS)
-    return per_event.with_columns(pl.col(n).forward_fill().over(key) for n in values).sort(EVENT_TS)
+    ).sort(EVENT_TS)
 
 
 def values_before(

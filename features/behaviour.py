@@ -11,7 +11,7 @@ import polars as pl
 
 from cashback.settings import FeatureSettings
 from cashback.vocab import Channel
-from features.asof import days, elapsed_days, running_last, running_sums, values_before
+from features.asof import cents, days, elapsed_days, running_last, running_sums, values_before
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -26,14 +26,14 @@ def slug(name: str) -> str:
 def _event_values(config: FeatureSettings) -> dict[str, pl.Expr]:
     """Per-transaction quantities whose running sums give every windowed aggregate."""
     purchase = pl.col("amount") > 0
-    spend = pl.when(purchase).then(pl.col("amount")).otherwise(0.0)
+    spend = pl.when(purchase).then(cents(pl.col("amount"))).otherwise(0)
     values = {
         "n": purchase.cast(pl.Int64),
         "spend": spend,
-        "returned": pl.when(purchase).then(0.0).otherwise(-pl.col("amount")),
+        "returned": pl.when(purchase).then(0).otherwise(cents(-pl.col("amount"))),
     }
     for category in config.categories:
-        values[f"cat_{slug(category)}"] = spend * (pl.col("category") == category)
+        values[f"cat_{slug(category)}"] = spend * (pl.col("category") == category).cast(pl.Int64)
         values[f"catn_{slug(category)}"] = (purchase & (pl.col("category") == category)).cast(
             pl.Int64
         )
@@ -69,8 +69,8 @@ def _window_features(config: FeatureSettings) -> list[pl.Expr]:
         )
         exprs += [
             n.alias(f"purchases_{w}d"),
-            spend.round(2).alias(f"spend_{w}d"),
-            _ratio(spend, n).alias(f"avg_basket_{w}d"),
+            (spend / 100).alias(f"spend_{w}d"),
+            _ratio(spend / 100, n).alias(f"avg_basket_{w}d"),
             distinct.cast(pl.Int64).alias(f"categories_{w}d"),
             _ratio(_diff("returned", w), spend).alias(f"return_rate_{w}d"),
         ]

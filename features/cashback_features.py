@@ -8,7 +8,7 @@ from __future__ import annotations
 import polars as pl
 
 from cashback.vocab import Payout, PayoutMethod
-from features.asof import days, running_last, running_sums, values_before
+from features.asof import cents, days, running_last, running_sums, values_before
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -33,19 +33,20 @@ def _claims_with_payout(
 
 
 def _values(periods: list[int]) -> dict[str, pl.Expr]:
-    cashback = pl.col("cashback_amount")
+    cashback = cents(pl.col("cashback_amount"))
     values = {
         "claims": pl.lit(1, dtype=pl.Int64),
         "cashback": cashback,
-        "claimed": pl.col("amount"),
+        "claimed": cents(pl.col("amount")),
     }
     for method in PayoutMethod:
-        values[f"pm_{method.value}"] = cashback * (pl.col("payout_method") == method.value)
+        values[f"pm_{method.value}"] = cashback * (pl.col("payout_method") == method.value).cast(
+            pl.Int64
+        )
     deferred = pl.col("payout") == Payout.DEFERRED.value
     for period in periods:
-        values[f"deferred_{period}"] = cashback * (
-            deferred & (pl.col("validation_days") == period)
-        ).fill_null(value=False)
+        in_period = (deferred & (pl.col("validation_days") == period)).fill_null(value=False)
+        values[f"deferred_{period}"] = cashback * in_period.cast(pl.Int64)
     return values
 
 
@@ -91,7 +92,7 @@ def cashback_features(
     for w in WINDOWS:
         exprs += [
             diff("claims", w).alias(f"claims_{w}d"),
-            diff("cashback", w).round(2).alias(f"cashback_{w}d"),
+            (diff("cashback", w) / 100).alias(f"cashback_{w}d"),
         ]
     total = diff("cashback", MIX_WINDOW)
     exprs += [
@@ -106,6 +107,6 @@ def cashback_features(
     pending = (
         pl.sum_horizontal(*(diff(f"deferred_{p}", p) for p in periods)) if periods else pl.lit(0.0)
     )
-    exprs.append(pending.round(2).alias("deferred_pending"))
+    exprs.append((pending / 100).alias("deferred_pending"))
     scratch = [f"{n}@{b}" for b in bounds for n in names]
     return frame.with_columns(*exprs).drop(*scratch)

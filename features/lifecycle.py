@@ -20,7 +20,7 @@ import polars as pl
 
 from cashback.settings import FeatureSettings
 from cashback.vocab import Lifecycle
-from features.asof import days, elapsed_days, running_last, running_sums, values_before
+from features.asof import cents, days, elapsed_days, running_last, running_sums, values_before
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -95,7 +95,9 @@ def rfm_scores(features: pl.LazyFrame, boundaries: pl.LazyFrame) -> pl.LazyFrame
 def rfm_inputs(transactions: pl.LazyFrame, rows: pl.LazyFrame) -> pl.LazyFrame:
     """Only what RFM needs (recency, purchases and spend over 365 days) for rows."""
     purchases = transactions.filter(pl.col("amount") > 0)
-    sums = running_sums(purchases, KEY, {"n": pl.lit(1, dtype=pl.Int64), "s": pl.col("amount")})
+    sums = running_sums(
+        purchases, KEY, {"n": pl.lit(1, dtype=pl.Int64), "s": cents(pl.col("amount"))}
+    )
     last = running_last(purchases, KEY, {"last": pl.col("ts")})
     frame = values_before(rows, sums, KEY, pl.col(CLOSE), ["n", "s"], "@0")
     frame = values_before(frame, sums, KEY, pl.col(CLOSE) - days(365), ["n", "s"], "@365")
@@ -104,6 +106,6 @@ def rfm_inputs(transactions: pl.LazyFrame, rows: pl.LazyFrame) -> pl.LazyFrame:
         KEY,
         CLOSE,
         (pl.col("n@0") - pl.col("n@365")).alias("purchases_365d"),
-        (pl.col("s@0") - pl.col("s@365")).round(2).alias("spend_365d"),
+        ((pl.col("s@0") - pl.col("s@365")) / 100).alias("spend_365d"),
         elapsed_days(pl.col(CLOSE) - pl.col("last")).alias("days_since_last_purchase"),
     )

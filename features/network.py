@@ -47,7 +47,7 @@ def _shared(
     return (
         seen.group_by(key, CLOSE)
         .agg(
-            pl.len().alias(f"{prefix}_customers_{SHARED_WINDOW_DAYS}d"),
+            pl.len().cast(pl.Int64).alias(f"{prefix}_customers_{SHARED_WINDOW_DAYS}d"),
             pl.col("signup_ts").max().alias("__latest_signup"),
         )
         .with_columns(
