@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +27,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Simulate, import and validate contract data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(
+    help="Build the feature tables and register them in the Feast repo.", no_args_is_help=True
+)
+app.add_typer(features_app, name="features")
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -117,6 +122,45 @@ def validate(
         counts.add_row(*(escape(str(c[k])) for k in ("table", "column", "rule", "n")))
     out_console.print(counts)
     raise typer.Exit(code=1)
+
+
+def _parse_close(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        msg = f"close {text!r} is not a date: expected YYYY-MM-DD (the close is 00:00 UTC)"
+        raise CashbackError(msg) from None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+@features_app.command("build")
+def features_build(
+    close: Annotated[
+        str | None, typer.Option(help="close date YYYY-MM-DD (default: after the last event)")
+    ] = None,
+) -> None:
+    """Compute every batch feature table as of a daily close (00:00 UTC)."""
+    from pipelines.build_features import run  # noqa: PLC0415
+
+    built = run(get_settings(), _parse_close(close))
+    _print_counts(f"feature tables as of {built.close:%Y-%m-%d %H:%M} UTC", built.rows)
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register entities, feature views and feature services in the Feast registry."""
+    from features.store import apply  # noqa: PLC0415
+
+    settings = get_settings()
+    with progress_bar("feast apply"):
+        names = apply(settings)
+    out_console.print(
+        f"registered {len(names)} Feast objects in {settings.feature_dir}: {', '.join(names)}",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command("demo")

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from cashback.errors import CashbackError
 from cashback.settings import Settings
 from features.catalog import FRESH, ON_DEMAND, SERVICES, View, views
 from features.fresh import FRESH_FEATURES, ON_DEMAND_FEATURES, on_demand_row
@@ -157,3 +158,21 @@ def feast_objects(settings: Settings) -> list[Any]:
             FeatureService(name=service, features=members, description=f"{service}{note}")
         )
     return [*entities.values(), *batch.values(), on_demand, *services]
+
+
+def apply(settings: Settings) -> list[str]:
+    """Register every Feast object of the repo; the names applied.
+
+    Raises:
+        CashbackError: when the batch tables have not been built yet.
+    """
+    missing = [v for v in views(settings.features) if not batch_table_path(settings, v).exists()]
+    if missing:
+        msg = (
+            f"no batch tables for {', '.join(missing)} in {settings.feature_dir}: "
+            "run `cashback features build` first"
+        )
+        raise CashbackError(msg)
+    objects = feast_objects(settings)
+    feature_store(settings).apply(objects)
+    return [str(o.name) for o in objects]

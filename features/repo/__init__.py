@@ -1,0 +1,1 @@
+"""The Feast repo directory (feature_store.yaml and definitions.py)."""
