@@ -64,7 +64,7 @@ class FeatureSettings(BaseModel):
     )
     at_risk_min_days: int = Field(default=45, ge=1, description="at risk: and at least this long")
     rfm_sample_customers: int = Field(
-        default=50_000,
+        default=10_000,
         ge=100,
         description="customers (a fixed hash sample) whose values set RFM quintiles at a close",
     )

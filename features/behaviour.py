@@ -11,7 +11,8 @@ import polars as pl
 
 from cashback.settings import FeatureSettings
 from cashback.vocab import Channel
-from features.asof import cents, days, elapsed_days, running_last, running_sums, values_before
+from features.asof import cents, days, elapsed_days
+from features.prefix import last_before, window_sums
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -109,22 +110,20 @@ def behaviour_features(
         over each window; category and channel shares; days since the last purchase;
         tenure; and the 30-day spend trend (last 30 days over the 30 before).
     """
-    sums = running_sums(transactions, KEY, _event_values(config))
-    value_names = list(_event_values(config))
-    frame = rows
-    for w in _boundaries(config):
-        bound = pl.col(CLOSE) - days(w)
-        frame = values_before(frame, sums, KEY, bound, value_names, f"@{w}")
-    last = running_last(
-        transactions.filter(pl.col("amount") > 0), KEY, {"last_purchase_ts": pl.col("ts")}
+    values = _event_values(config)
+    value_names = list(values)
+    requested = rows.collect()
+    bounds = {str(w): days(w) for w in _boundaries(config)}
+    frame = window_sums(transactions, KEY, values, requested, bounds)
+    purchases = transactions.filter(pl.col("amount") > 0)
+    with_last = last_before(purchases, KEY, pl.col("ts"), "last_purchase_ts", frame)
+    joined = with_last.lazy().join(
+        customers.select(KEY, "signup_ts"), on=KEY, how="left", maintain_order="left"
     )
-    frame = values_before(
-        frame, last, KEY, pl.col(CLOSE), ["last_purchase_ts"], "", fill=None
-    ).join(customers.select(KEY, "signup_ts"), on=KEY, how="left", maintain_order="left")
     age = pl.col(CLOSE) - pl.col("last_purchase_ts")
     tenure = pl.col(CLOSE) - pl.col("signup_ts")
     scratch = [f"{v}@{w}" for w in _boundaries(config) for v in value_names]
-    return frame.with_columns(
+    return joined.with_columns(
         *_window_features(config),
         elapsed_days(age).alias("days_since_last_purchase"),
         elapsed_days(tenure).clip(0).alias("tenure_days"),

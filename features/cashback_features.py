@@ -8,7 +8,8 @@ from __future__ import annotations
 import polars as pl
 
 from cashback.vocab import Payout, PayoutMethod
-from features.asof import cents, days, running_last, running_sums, values_before
+from features.asof import cents, days
+from features.prefix import last_before, window_sums
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -72,18 +73,13 @@ def cashback_features(
     periods = deferred_periods(offers)
     values = _values(periods)
     stream = _claims_with_payout(claims, exposures, offers.lazy())
-    sums = running_sums(stream, KEY, values)
     names = list(values)
     bounds = sorted({0, *WINDOWS, MIX_WINDOW, *periods})
-    frame = rows
-    for b in bounds:
-        frame = values_before(frame, sums, KEY, pl.col(CLOSE) - days(b), names, f"@{b}")
-    last = running_last(
-        claims.filter(pl.col("amount") > 0),
-        KEY,
-        {"last_rate": pl.col("cashback_amount") / pl.col("amount")},
-    )
-    frame = values_before(frame, last, KEY, pl.col(CLOSE), ["last_rate"], "", fill=None)
+    requested = rows.collect()
+    sums = window_sums(stream, KEY, values, requested, {str(b): days(b) for b in bounds})
+    rate = pl.col("cashback_amount") / pl.col("amount")
+    paid = claims.filter(pl.col("amount") > 0)
+    frame = last_before(paid, KEY, rate, "last_rate", sums).lazy()
 
     def diff(name: str, window: int) -> pl.Expr:
         return pl.col(f"{name}@0") - pl.col(f"{name}@{window}")

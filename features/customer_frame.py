@@ -12,8 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
+from cashback.contract import spec
 from cashback.settings import FeatureSettings
-from cashback.tables import load_table, read_table
+from cashback.tables import present_tables, read_table
 from features.behaviour import behaviour_features
 from features.cashback_features import cashback_features
 from features.lifecycle import lifecycle_stage, rfm_boundaries, rfm_inputs, rfm_sample, rfm_scores
@@ -34,13 +35,23 @@ class FeatureSources:
 
     @classmethod
     def from_directory(cls, directory: Path) -> FeatureSources:
-        """Scan the tables of a data directory (read through the contract)."""
+        """Scan the tables of a data directory (read through the contract).
+
+        Transactions and customers are required; a program without claims, exposures or
+        offers (e.g. an imported purchase log) gets them empty, so its cashback and network
+        features are zero.
+        """
+        present = set(present_tables(directory))
+
+        def optional(name: str) -> pl.LazyFrame:
+            return read_table(directory, name) if name in present else spec(name).empty().lazy()
+
         return cls(
             transactions=read_table(directory, "transactions"),
             customers=read_table(directory, "customers"),
-            claims=read_table(directory, "claims"),
-            exposures=read_table(directory, "exposures"),
-            offers=load_table(directory, "offers"),
+            claims=optional("claims"),
+            exposures=optional("exposures"),
+            offers=optional("offers").collect(),
         )
 
     def before(self, cutoff: pl.Expr | object) -> FeatureSources:

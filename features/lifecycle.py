@@ -20,7 +20,8 @@ import polars as pl
 
 from cashback.settings import FeatureSettings
 from cashback.vocab import Lifecycle
-from features.asof import cents, days, elapsed_days, running_last, running_sums, values_before
+from features.asof import cents, days, elapsed_days
+from features.prefix import last_before, window_sums
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -95,14 +96,11 @@ def rfm_scores(features: pl.LazyFrame, boundaries: pl.LazyFrame) -> pl.LazyFrame
 def rfm_inputs(transactions: pl.LazyFrame, rows: pl.LazyFrame) -> pl.LazyFrame:
     """Only what RFM needs (recency, purchases and spend over 365 days) for rows."""
     purchases = transactions.filter(pl.col("amount") > 0)
-    sums = running_sums(
-        purchases, KEY, {"n": pl.lit(1, dtype=pl.Int64), "s": cents(pl.col("amount"))}
-    )
-    last = running_last(purchases, KEY, {"last": pl.col("ts")})
-    frame = values_before(rows, sums, KEY, pl.col(CLOSE), ["n", "s"], "@0")
-    frame = values_before(frame, sums, KEY, pl.col(CLOSE) - days(365), ["n", "s"], "@365")
-    frame = values_before(frame, last, KEY, pl.col(CLOSE), ["last"], "", fill=None)
-    return frame.select(
+    values = {"n": pl.lit(1, dtype=pl.Int64), "s": cents(pl.col("amount"))}
+    bounds = {"0": days(0), "365": days(365)}
+    frame = window_sums(purchases, KEY, values, rows.collect(), bounds)
+    frame = last_before(purchases, KEY, pl.col("ts"), "last", frame)
+    return frame.lazy().select(
         KEY,
         CLOSE,
         (pl.col("n@0") - pl.col("n@365")).alias("purchases_365d"),

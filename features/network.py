@@ -10,7 +10,8 @@ from datetime import timedelta
 
 import polars as pl
 
-from features.asof import days, elapsed_days, running_sums, values_before
+from features.asof import days, elapsed_days
+from features.prefix import window_sums
 
 CLOSE = "close_ts"
 SHARED_WINDOW_DAYS = 30
@@ -19,10 +20,9 @@ ENTITIES: dict[str, str] = {"device": "device_id", "ip": "ip_hash"}
 
 def _busy(claims: pl.LazyFrame, rows: pl.LazyFrame, key: str, prefix: str) -> pl.LazyFrame:
     """Claims by the entity over the 24 hours and 7 days before the close."""
-    sums = running_sums(claims.filter(pl.col(key).is_not_null()), key, {"n": pl.lit(1, pl.Int64)})
-    frame = values_before(rows, sums, key, pl.col(CLOSE), ["n"], "@0")
-    frame = values_before(frame, sums, key, pl.col(CLOSE) - timedelta(hours=24), ["n"], "@24h")
-    frame = values_before(frame, sums, key, pl.col(CLOSE) - days(7), ["n"], "@7d")
+    events = claims.filter(pl.col(key).is_not_null())
+    bounds = {"0": days(0), "24h": timedelta(hours=24), "7d": days(7)}
+    frame = window_sums(events, key, {"n": pl.lit(1, pl.Int64)}, rows.collect(), bounds).lazy()
     return frame.with_columns(
         (pl.col("n@0") - pl.col("n@24h")).alias(f"{prefix}_claims_24h"),
         (pl.col("n@0") - pl.col("n@7d")).alias(f"{prefix}_claims_7d"),
