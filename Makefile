@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help env run test lint typecheck pytest notebooks bench lock clean-data
+.PHONY: help env services run test lint typecheck pytest notebooks bench lock clean-data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,10 @@ lint: env  ## ruff check and format check
 typecheck: env  ## mypy, strict
 	$(BIN)/mypy
 
-pytest: env  ## unit, integration and real-data tests (not the benchmarks)
+services:  ## install the real services the tests use (redis-server) when missing
+	bash scripts/install_services.sh
+
+pytest: env services  ## unit, integration and real-data tests (not the benchmarks)
 	$(BIN)/pytest -n 2 --dist loadgroup -m 'not bench and not notebooks'
 
 notebooks: env  ## execute the jupytext notebooks on small data
@@ -39,7 +42,7 @@ notebooks: env  ## execute the jupytext notebooks on small data
 
 test: lint typecheck notebooks pytest  ## everything CI runs (the main test run last)
 
-bench: env  ## full benchmarks; figures go to benchmarks/results/
+bench: env services  ## full benchmarks; figures go to benchmarks/results/
 	$(BIN)/pytest tests/benchmarks -m bench -p no:xdist -s
 
 lock:  ## re-resolve dependencies and export the hashed lock file
