@@ -163,6 +163,48 @@ def features_apply() -> None:
     )
 
 
+@features_app.command("materialize")
+def features_materialize(
+    end: Annotated[
+        str | None,
+        typer.Option(help="rows up to this time, ISO 8601 (default: the built tables' close)"),
+    ] = None,
+) -> None:
+    """Load the batch tables into the online store, incrementally (newer rows only)."""
+    from features.online import materialize  # noqa: PLC0415
+    from features.store import built_close, feature_store  # noqa: PLC0415
+
+    settings = get_settings()
+    until = _parse_time(end) if end else built_close(settings)
+    with progress_bar(f"materializing into the {settings.feature_store.online_store} store"):
+        # the batch tables hold one close; rows older than what the store holds are skipped,
+        # so reading them whole keeps materialization incremental and safe to re-run
+        reports = materialize(feature_store(settings), end=until, start=EPOCH)
+    table = Table("view", "window", "entities", "written", "seconds", title="materialized")
+    for r in reports:
+        window = (
+            f"{r.start:%Y-%m-%d %H:%M} .. {r.end:%Y-%m-%d %H:%M}"
+            if r.start
+            else f".. {r.end:%Y-%m-%d %H:%M}"
+        )
+        table.add_row(
+            r.feature_view, window, f"{r.entities:,}", f"{r.written:,}", f"{r.seconds:.1f}"
+        )
+    out_console.print(table)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"time {text!r} is not ISO 8601 (e.g. 2025-12-31T00:00:00+00:00)"
+        raise CashbackError(msg) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 @app.command("demo")
 def demo() -> None:
     """Build the demo world (if absent) and every artefact later steps add; say where they are."""

@@ -8,7 +8,7 @@ The repo under `features/repo/` holds the same thing for the `feast` CLI.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +176,22 @@ def apply(settings: Settings) -> list[str]:
     objects = feast_objects(settings)
     feature_store(settings).apply(objects)
     return [str(o.name) for o in objects]
+
+
+def built_close(settings: Settings) -> datetime:
+    """The close the batch tables were built for (the newest event timestamp among them).
+
+    Raises:
+        CashbackError: when no batch table exists yet.
+    """
+    paths = [batch_table_path(settings, v) for v in views(settings.features)]
+    present = [p for p in paths if p.exists()]
+    if not present:
+        msg = f"no batch tables in {settings.feature_dir}: run `cashback features build` first"
+        raise CashbackError(msg)
+    stamps = [pl.scan_parquet(p).select(pl.col(EVENT_TS).max()) for p in present]
+    newest = pl.concat(stamps).select(pl.col(EVENT_TS).max()).collect().item()
+    if not isinstance(newest, datetime):
+        msg = f"the batch tables in {settings.feature_dir} are empty: rebuild them"
+        raise CashbackError(msg)
+    return newest
