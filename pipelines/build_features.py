@@ -1,7 +1,8 @@
 """Job: the batch feature tables as of a daily close (`cashback features build`).
 
 Customer views hold every customer who had signed up by the close; device and IP views hold
-the devices and IPs with a claim in the 30 days before it (any other has no claim to count).
+the devices and IPs with a claim in the 30 days before it, plus those that left that window
+within the store's staleness horizon (with zero counts), so no older value lingers online.
 Each table is what the online store serves until the next close.
 """
 
@@ -58,10 +59,13 @@ def _customer_rows(sources: FeatureSources, close: datetime) -> pl.LazyFrame:
     )
 
 
-def _network_rows(sources: FeatureSources, key: str, close: datetime) -> pl.LazyFrame:
-    recent = sources.claims.filter(
-        pl.col("ts") < close, pl.col("ts") >= close - timedelta(days=SHARED_WINDOW_DAYS)
-    )
+def _network_rows(
+    sources: FeatureSources, key: str, close: datetime, settings: Settings
+) -> pl.LazyFrame:
+    # entities that just left the 30-day window get a row of zeros too, so that values of
+    # an earlier close never linger in the online store
+    horizon = timedelta(days=SHARED_WINDOW_DAYS + settings.feature_store.max_staleness_days)
+    recent = sources.claims.filter(pl.col("ts") < close, pl.col("ts") >= close - horizon)
     return (
         recent.select(key)
         .filter(pl.col(key).is_not_null())
@@ -85,7 +89,7 @@ def batch_tables(
     }
     for entity, key in ENTITIES.items():
         plans[f"{entity}_network"] = network_features(
-            sources.claims, sources.customers, _network_rows(sources, key, close), entity
+            sources.claims, sources.customers, _network_rows(sources, key, close, settings), entity
         ).select(key, *catalog[f"{entity}_network"].features)
     done = dict(zip(plans, pl.collect_all(list(plans.values())), strict=True))
     customers = done.pop("customers")

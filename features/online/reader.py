@@ -105,6 +105,7 @@ class OnlineReader:
         full_feature_names: bool = False,
         check: bool = True,
         max_age: timedelta | None = None,
+        skip_on_demand: bool = False,
     ) -> None:
         """Resolve the service and open the store.
 
@@ -114,6 +115,8 @@ class OnlineReader:
             full_feature_names: name features `<view>__<feature>` (as Feast's option).
             check: fail now if a view of the service has no row online.
             max_age: also fail if a view's newest event is older than this.
+            skip_on_demand: leave out the service's on-demand views (the caller computes them
+                at request time) instead of refusing the service.
 
         Raises:
             CashbackError: unknown service (the known ones are listed), on-demand views,
@@ -122,7 +125,7 @@ class OnlineReader:
         """
         self.target = online_target(store)
         self.service = feature_service_name
-        views = _service_views(store, feature_service_name, full_feature_names)
+        views = _service_views(store, feature_service_name, full_feature_names, skip_on_demand)
         self.feature_names: tuple[str, ...] = tuple(n for view in views for n in view.names)
         duplicates = sorted({n for n in self.feature_names if self.feature_names.count(n) > 1})
         if duplicates:
@@ -310,9 +313,13 @@ class OnlineReader:
 
 
 def _service_views(
-    store: FeatureStore, service_name: str, full_feature_names: bool
+    store: FeatureStore, service_name: str, full_feature_names: bool, skip_on_demand: bool
 ) -> list[_Projection]:
-    """The service's views, checked to be stored views this reader can serve."""
+    """The service's stored views, checked to be views this reader can serve.
+
+    On-demand views are computed at request time by the caller: with `skip_on_demand` they
+    are left out, otherwise they are refused.
+    """
     try:
         service = store.get_feature_service(service_name)
     except FeatureServiceNotFoundException:
@@ -324,6 +331,8 @@ def _service_views(
     on_demand = {v.name for v in store.list_on_demand_feature_views()}
     views = []
     for projection in service.feature_view_projections:
+        if projection.name in on_demand and skip_on_demand:
+            continue
         if projection.name in on_demand:
             raise CashbackError(
                 f"feature service {service_name!r} includes on-demand feature view "
