@@ -13,7 +13,7 @@ same rows with a pandas merge, filter and groupby. Both read the contract tables
 and write their output frame to parquet inside the measured call. Rows/s = requested rows /
 wall time of the call (`run_s`). The targets apply to ours computing every feature against
 the baseline computing its subset only (a conservative ratio); ours is also run on the
-subset alone with the same engine (`features.asof`), reported for an equal comparison but
+subset alone with the same engine (`features.prefix`), reported for an equal comparison but
 not asserted. Outputs are asserted equal on the subset for a random sample of rows (floats
 to 1e-6).
 
@@ -34,7 +34,7 @@ import polars as pl
 import pytest
 
 from cashback.settings import FeatureSettings, Settings
-from features.asof import days, elapsed_days, running_last, running_sums, values_before
+from features.asof import cents, days, elapsed_days
 from features.customer_frame import (
     CLOSE,
     KEY,
@@ -43,6 +43,7 @@ from features.customer_frame import (
     customer_features,
     features_at,
 )
+from features.prefix import last_before, window_sums
 from pipelines.simulate import run, world_config
 from tests.benchmarks.conftest import (
     GIB,
@@ -114,7 +115,7 @@ def _write_rows(world: World, n: int, path: Path, seed: int = SEED) -> Path:
 
 
 def subset_features(transactions: pl.LazyFrame, rows: pl.LazyFrame) -> pl.LazyFrame:
-    """The baseline's subset with our engine (running sums and strict as-of lookups).
+    """The baseline's subset with our engine (prefix sums and binary search at closes).
 
     Args:
         transactions: the contract table.
@@ -124,17 +125,19 @@ def subset_features(transactions: pl.LazyFrame, rows: pl.LazyFrame) -> pl.LazyFr
         `rows` with the `SUBSET` columns, defined as in `features.behaviour`.
     """
     purchases = transactions.filter(pl.col("amount") > 0)
-    sums = running_sums(purchases, KEY, {"n": pl.lit(1, dtype=pl.Int64), "s": pl.col("amount")})
-    frame = rows
-    for w in (0, *WINDOWS):
-        frame = values_before(frame, sums, KEY, pl.col(CLOSE) - days(w), ["n", "s"], f"@{w}")
-    last = running_last(purchases, KEY, {"last": pl.col("ts")})
-    frame = values_before(frame, last, KEY, pl.col(CLOSE), ["last"], "", fill=None)
-    return frame.with_columns(
-        *((pl.col("n@0") - pl.col(f"n@{w}")).alias(f"purchases_{w}d") for w in WINDOWS),
-        *((pl.col("s@0") - pl.col(f"s@{w}")).round(2).alias(f"spend_{w}d") for w in WINDOWS),
-        elapsed_days(pl.col(CLOSE) - pl.col("last")).alias("days_since_last_purchase"),
-    ).drop(*(f"{v}@{w}" for v in ("n", "s") for w in (0, *WINDOWS)), "last")
+    values = {"n": pl.lit(1, dtype=pl.Int64), "s": cents(pl.col("amount"))}
+    bounds = {str(w): days(w) for w in (0, *WINDOWS)}
+    frame = window_sums(purchases, KEY, values, rows.collect(), bounds)
+    frame = last_before(purchases, KEY, pl.col("ts"), "last", frame)
+    return (
+        frame.lazy()
+        .with_columns(
+            *((pl.col("n@0") - pl.col(f"n@{w}")).alias(f"purchases_{w}d") for w in WINDOWS),
+            *(((pl.col("s@0") - pl.col(f"s@{w}")) / 100).alias(f"spend_{w}d") for w in WINDOWS),
+            elapsed_days(pl.col(CLOSE) - pl.col("last")).alias("days_since_last_purchase"),
+        )
+        .drop(*(f"{v}@{w}" for v in ("n", "s") for w in (0, *WINDOWS)), "last")
+    )
 
 
 def _features(sources: FeatureSources, rows: pl.LazyFrame, which: str) -> pl.DataFrame:
