@@ -8,8 +8,10 @@ The repo under `features/repo/` holds the same thing for the `feast` CLI.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import FunctionType
 from typing import Any
 
 import polars as pl
@@ -86,6 +88,25 @@ def _claim_on_demand(inputs: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return out
 
 
+def _fresh_copy(function: Callable[..., Any]) -> FunctionType:
+    """A new function object with the same code.
+
+    Feast's on_demand_feature_view decorator rewrites the function's `__module__` to
+    `__main__`, after which its source cannot be found again: each build gets its own copy.
+    """
+    assert isinstance(function, FunctionType)
+    copy = FunctionType(
+        function.__code__,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    copy.__doc__ = function.__doc__
+    copy.__annotations__ = dict(function.__annotations__)
+    return copy
+
+
 def feast_objects(settings: Settings) -> list[Any]:
     """Every Feast object of the repo: entities, views, the on-demand view, services."""
     from feast import (  # noqa: PLC0415
@@ -147,7 +168,7 @@ def feast_objects(settings: Settings) -> list[Any]:
             Field(name="hour_of_day", dtype=types.Int64),
         ],
         mode="python",
-    )(_claim_on_demand)
+    )(_fresh_copy(_claim_on_demand))
     services = []
     for service, groups in SERVICES.items():
         members = [batch[g] for g in groups if g in batch]
