@@ -1,18 +1,22 @@
 """Job: the demo end to end (`cashback demo`, what `make run` calls).
 
 Builds whatever is absent, in order, on the embedded defaults: the simulated world in the
-data directory (later steps add features, models and the API), and says where it is.
+data directory, its feature tables, the Feast registry and the SQLite online store (later
+steps add models and the API), and says where it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import polars as pl
 
 from cashback.settings import Settings
 from cashback.tables import present_tables, scan_parquet_path, table_path
 from pipelines import simulate
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def run(settings: Settings) -> Iterator[str]:
@@ -39,4 +43,25 @@ def run(settings: Settings) -> Iterator[str]:
         rows = scan_parquet_path(table_path(data, name)).select(pl.len()).collect().item()
         yield f"  {name:<14} {rows:>12,} rows   {table_path(data, name)}"
     yield f"  ground truth: {data / 'truth'}/ (segments, true fraud, explored exposures)"
+    yield from _features(settings)
     yield f"check it: cashback data validate {data}"
+
+
+def _features(settings: Settings) -> Iterator[str]:
+    """Build the feature tables, register them with Feast and fill the online store."""
+    from features.online import materialize  # noqa: PLC0415 (feast is slow to import)
+    from features.store import apply, batch_table_path, built_close, feature_store  # noqa: PLC0415
+    from pipelines import build_features  # noqa: PLC0415
+
+    if batch_table_path(settings, "customer_behaviour").exists():
+        yield f"feature tables found in {settings.feature_dir}/"
+    else:
+        built = build_features.run(settings)
+        yield f"feature tables as of {built.close:%Y-%m-%d} written to {settings.feature_dir}/"
+    apply(settings)
+    reports = materialize(feature_store(settings), end=built_close(settings), start=EPOCH)
+    written = sum(r.written for r in reports)
+    yield (
+        f"online store ({settings.feature_store.online_store}) holds {len(reports)} views; "
+        f"{written:,} entities written now"
+    )

@@ -1,0 +1,28 @@
+"""`make run` builds the demo end to end, and a second run reuses what exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cashback.settings import Settings, SimulationSettings
+from cashback.tables import validate_directory
+from features.online import OnlineReader
+from features.store import feature_store
+from pipelines import demo
+
+
+def test_the_demo_builds_world_features_and_online_store_then_reuses_them(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        ip_pepper="test-pepper-not-a-secret",
+        simulation=SimulationSettings(customers=400, days=60),
+    )
+    first = list(demo.run(settings))
+    assert any(line.startswith("demo world written to") for line in first)
+    assert any(line.startswith("feature tables as of") for line in first)
+    assert validate_directory(settings.data_dir).ok
+    reader = OnlineReader(feature_store(settings), "churn_v1")
+    assert reader.read(["C00000001"]).missing == [False]
+    second = list(demo.run(settings))
+    assert any(line.startswith("demo world found in") for line in second)
+    assert any(line.startswith("feature tables found in") for line in second)
