@@ -171,15 +171,11 @@ def features_materialize(
     ] = None,
 ) -> None:
     """Load the batch tables into the online store, incrementally (newer rows only)."""
-    from features.online import materialize  # noqa: PLC0415
-    from features.store import built_close, feature_store  # noqa: PLC0415
+    from features.store import materialize_tables  # noqa: PLC0415
 
     settings = get_settings()
-    until = _parse_time(end) if end else built_close(settings)
     with progress_bar(f"materializing into the {settings.feature_store.online_store} store"):
-        # the batch tables hold one close; rows older than what the store holds are skipped,
-        # so reading them whole keeps materialization incremental and safe to re-run
-        reports = materialize(feature_store(settings), end=until, start=EPOCH)
+        reports = materialize_tables(settings, _parse_time(end) if end else None)
     table = Table("view", "window", "entities", "written", "seconds", title="materialized")
     for r in reports:
         window = (
@@ -191,9 +187,6 @@ def features_materialize(
             r.feature_view, window, f"{r.entities:,}", f"{r.written:,}", f"{r.seconds:.1f}"
         )
     out_console.print(table)
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _parse_time(text: str) -> datetime:

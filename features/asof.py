@@ -1,10 +1,9 @@
-"""Point-in-time lookups of cumulative event counts: the engine behind every window feature.
+"""Point-in-time lookups at arbitrary instants (fresh claim features), and shared helpers.
 
 A window aggregate "sum of x over [t - w, t)" is C(t) - C(t - w), where C(b) is the running
 sum of x over the entity's events strictly before b. Running sums are computed once per
-event stream; each boundary is one as-of join of the requested rows against them. The cost
-is one pass over the events plus one join per boundary, whatever the number of rows, and no
-table of every entity for every day is ever built.
+event stream; each boundary is one as-of join of the requested rows against them, exact to
+the microsecond. Batch features at whole-second closes use the faster `features.prefix`.
 """
 
 from __future__ import annotations

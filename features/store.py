@@ -216,3 +216,23 @@ def built_close(settings: Settings) -> datetime:
         msg = f"the batch tables in {settings.feature_dir} are empty: rebuild them"
         raise CashbackError(msg)
     return newest
+
+
+def materialize_tables(settings: Settings, end: datetime | None = None) -> list[Any]:
+    """Load the batch tables into the online store, incrementally by entity.
+
+    The batch tables hold one close; they are read whole and rows older than what the store
+    holds for an entity are skipped, so this is safe to re-run.
+
+    Args:
+        settings: the service settings.
+        end: newest event time to load (default: the close the tables were built for).
+
+    Returns:
+        One `features.online.MaterializeReport` per view.
+    """
+    from features.online import materialize  # noqa: PLC0415
+    from features.online.writer import EPOCH  # noqa: PLC0415
+
+    until = end or built_close(settings)
+    return list(materialize(feature_store(settings), end=until, start=EPOCH))

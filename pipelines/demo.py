@@ -8,15 +8,12 @@ steps add models and the API), and says where it is.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import polars as pl
 
 from cashback.settings import Settings
 from cashback.tables import present_tables, scan_parquet_path, table_path
 from pipelines import simulate
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def run(settings: Settings) -> Iterator[str]:
@@ -49,8 +46,7 @@ def run(settings: Settings) -> Iterator[str]:
 
 def _features(settings: Settings) -> Iterator[str]:
     """Build the feature tables, register them with Feast and fill the online store."""
-    from features.online import materialize  # noqa: PLC0415 (feast is slow to import)
-    from features.store import apply, batch_table_path, built_close, feature_store  # noqa: PLC0415
+    from features.store import apply, batch_table_path, materialize_tables  # noqa: PLC0415
     from pipelines import build_features  # noqa: PLC0415
 
     if batch_table_path(settings, "customer_behaviour").exists():
@@ -59,7 +55,7 @@ def _features(settings: Settings) -> Iterator[str]:
         built = build_features.run(settings)
         yield f"feature tables as of {built.close:%Y-%m-%d} written to {settings.feature_dir}/"
     apply(settings)
-    reports = materialize(feature_store(settings), end=built_close(settings), start=EPOCH)
+    reports = materialize_tables(settings)
     written = sum(r.written for r in reports)
     yield (
         f"online store ({settings.feature_store.online_store}) holds {len(reports)} views; "

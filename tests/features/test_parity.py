@@ -22,8 +22,8 @@ from features.cold_start import cold_start
 from features.customer_frame import FeatureSources
 from features.fresh import FRESH_FEATURES, on_demand_row
 from features.fresh_store import FreshClaimLog
-from features.online import OnlineReader, materialize
-from features.store import apply, batch_table_path, feature_store
+from features.online import OnlineReader
+from features.store import apply, batch_table_path, feature_store, materialize_tables
 from features.training import training_frame
 from pipelines.build_features import batch_tables
 
@@ -31,7 +31,6 @@ pytestmark = pytest.mark.xdist_group("simulated_worlds")
 FIRST_DAY = datetime(2025, 8, 11, tzinfo=UTC)
 DAYS = 5
 PAIRS = 500
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _pairs(sources: FeatureSources) -> pl.DataFrame:
@@ -54,7 +53,7 @@ def _serve_day(
     if close == FIRST_DAY:
         apply(settings)
     store = feature_store(settings)
-    materialize(store, end=close, start=EPOCH)
+    materialize_tables(settings, end=close)
     reader = OnlineReader(store, "fraud_v1", skip_on_demand=True)
     online = reader.read_rows(
         {k: claims[k].to_list() for k in ("customer_id", "device_id", "ip_hash")}
