@@ -3,7 +3,7 @@
 A window aggregate "sum of x over [t - w, t)" is C(t) - C(t - w), where C(b) is the running
 sum of x over the entity's events strictly before b. Running sums are computed once per
 event stream; each boundary is one as-of join of the requested rows against them, exact to
-the microsecond. Batch features at whole-second closes use the faster `features.prefix`.
+the microsecond. Batch features at daily closes use `features.windows`.
 """
 
 from __future__ import annotations

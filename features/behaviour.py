@@ -12,7 +12,7 @@ import polars as pl
 from cashback.settings import FeatureSettings
 from cashback.vocab import Channel
 from features.asof import cents, days, elapsed_days
-from features.prefix import last_before, window_sums
+from features.windows import Latest, window_aggregates
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -48,12 +48,12 @@ def _event_values(config: FeatureSettings) -> dict[str, pl.Expr]:
     return values
 
 
-def _boundaries(config: FeatureSettings) -> list[int]:
-    return sorted({0, *config.windows_days, config.share_window_days, 2 * TREND_DAYS})
+def _windows(config: FeatureSettings) -> list[int]:
+    return sorted({*config.windows_days, config.share_window_days, TREND_DAYS, 2 * TREND_DAYS})
 
 
-def _diff(name: str, window: int) -> pl.Expr:
-    return pl.col(f"{name}@0") - pl.col(f"{name}@{window}")
+def _window(name: str, window: int) -> pl.Expr:
+    return pl.col(f"{name}@{window}")
 
 
 def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
@@ -63,30 +63,30 @@ def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
 def _window_features(config: FeatureSettings) -> list[pl.Expr]:
     exprs: list[pl.Expr] = []
     for w in config.windows_days:
-        n, spend = _diff("n", w), _diff("spend", w)
+        n, spend = _window("n", w), _window("spend", w)
         distinct = pl.sum_horizontal(
-            *(_diff(f"catn_{slug(c)}", w) > 0 for c in config.categories),
-            _diff("catn_other", w) > 0,
+            *(_window(f"catn_{slug(c)}", w) > 0 for c in config.categories),
+            _window("catn_other", w) > 0,
         )
         exprs += [
             n.alias(f"purchases_{w}d"),
             (spend / 100).alias(f"spend_{w}d"),
             _ratio(spend / 100, n).alias(f"avg_basket_{w}d"),
             distinct.cast(pl.Int64).alias(f"categories_{w}d"),
-            _ratio(_diff("returned", w), spend).alias(f"return_rate_{w}d"),
+            _ratio(_window("returned", w), spend).alias(f"return_rate_{w}d"),
         ]
     s = config.share_window_days
-    spend_s, n_s = _diff("spend", s), _diff("n", s)
+    spend_s, n_s = _window("spend", s), _window("n", s)
     exprs += [
-        _ratio(_diff(f"cat_{slug(c)}", s), spend_s).fill_null(0.0).alias(f"share_{slug(c)}_{s}d")
+        _ratio(_window(f"cat_{slug(c)}", s), spend_s).fill_null(0.0).alias(f"share_{slug(c)}_{s}d")
         for c in config.categories
     ]
     exprs += [
-        _ratio(_diff(f"ch_{ch.value}", s), n_s).fill_null(0.0).alias(f"share_{ch.value}_{s}d")
+        _ratio(_window(f"ch_{ch.value}", s), n_s).fill_null(0.0).alias(f"share_{ch.value}_{s}d")
         for ch in Channel
     ]
-    recent = _diff("spend", TREND_DAYS)
-    before = pl.col(f"spend@{TREND_DAYS}") - pl.col(f"spend@{2 * TREND_DAYS}")
+    recent = _window("spend", TREND_DAYS)
+    before = _window("spend", 2 * TREND_DAYS) - _window("spend", TREND_DAYS)
     exprs.append(_ratio(recent, before).alias("spend_trend_30d"))
     return exprs
 
@@ -111,18 +111,20 @@ def behaviour_features(
         tenure; and the 30-day spend trend (last 30 days over the 30 before).
     """
     values = _event_values(config)
-    value_names = list(values)
-    requested = rows.collect()
-    bounds = {str(w): days(w) for w in _boundaries(config)}
-    frame = window_sums(transactions, KEY, values, requested, bounds)
-    purchases = transactions.filter(pl.col("amount") > 0)
-    with_last = last_before(purchases, KEY, pl.col("ts"), "last_purchase_ts", frame)
-    joined = with_last.lazy().join(
+    frame = window_aggregates(
+        transactions,
+        KEY,
+        rows,
+        sums=values,
+        windows={str(w): days(w) for w in _windows(config)},
+        latest={"last_purchase_ts": Latest(pl.col("ts"), where=pl.col("amount") > 0)},
+    )
+    joined = frame.join(
         customers.select(KEY, "signup_ts"), on=KEY, how="left", maintain_order="left"
     )
     age = pl.col(CLOSE) - pl.col("last_purchase_ts")
     tenure = pl.col(CLOSE) - pl.col("signup_ts")
-    scratch = [f"{v}@{w}" for w in _boundaries(config) for v in value_names]
+    scratch = [f"{v}@{w}" for w in _windows(config) for v in values]
     return joined.with_columns(
         *_window_features(config),
         elapsed_days(age).alias("days_since_last_purchase"),

@@ -9,7 +9,7 @@ import polars as pl
 
 from cashback.vocab import Payout, PayoutMethod
 from features.asof import cents, days
-from features.prefix import last_before, window_sums
+from features.windows import Latest, window_aggregates
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -73,36 +73,38 @@ def cashback_features(
     periods = deferred_periods(offers)
     values = _values(periods)
     stream = _claims_with_payout(claims, exposures, offers.lazy())
-    names = list(values)
-    bounds = sorted({0, *WINDOWS, MIX_WINDOW, *periods})
-    requested = rows.collect()
-    sums = window_sums(stream, KEY, values, requested, {str(b): days(b) for b in bounds})
+    lengths = sorted({*WINDOWS, MIX_WINDOW, *periods})
     rate = pl.col("cashback_amount") / pl.col("amount")
-    paid = claims.filter(pl.col("amount") > 0)
-    frame = last_before(paid, KEY, rate, "last_rate", sums).lazy()
+    frame = window_aggregates(
+        stream,
+        KEY,
+        rows,
+        sums=values,
+        windows={str(n): days(n) for n in lengths},
+        latest={"last_rate": Latest(rate, where=pl.col("amount") > 0)},
+    )
 
-    def diff(name: str, window: int) -> pl.Expr:
-        return pl.col(f"{name}@0") - pl.col(f"{name}@{window}")
+    def window(name: str, length: int) -> pl.Expr:
+        return pl.col(f"{name}@{length}")
 
     exprs = []
     for w in WINDOWS:
         exprs += [
-            diff("claims", w).alias(f"claims_{w}d"),
-            (diff("cashback", w) / 100).alias(f"cashback_{w}d"),
+            window("claims", w).alias(f"claims_{w}d"),
+            (window("cashback", w) / 100).alias(f"cashback_{w}d"),
         ]
-    total = diff("cashback", MIX_WINDOW)
+    total = window("cashback", MIX_WINDOW)
     exprs += [
         pl.when(total > 0)
-        .then(diff(f"pm_{m.value}", MIX_WINDOW) / total)
+        .then(window(f"pm_{m.value}", MIX_WINDOW) / total)
         .otherwise(0.0)
         .alias(f"share_{m.value}_{MIX_WINDOW}d")
         for m in PayoutMethod
     ]
-    claimed = diff("claimed", MIX_WINDOW)
+    claimed = window("claimed", MIX_WINDOW)
     exprs.append(pl.when(claimed > 0).then(total / claimed).alias(f"avg_rate_{MIX_WINDOW}d"))
-    pending = (
-        pl.sum_horizontal(*(diff(f"deferred_{p}", p) for p in periods)) if periods else pl.lit(0.0)
-    )
+    still_pending = [window(f"deferred_{p}", p) for p in periods]
+    pending = pl.sum_horizontal(*still_pending) if periods else pl.lit(0.0)
     exprs.append((pending / 100).alias("deferred_pending"))
-    scratch = [f"{n}@{b}" for b in bounds for n in names]
+    scratch = [f"{n}@{length}" for length in lengths for n in values]
     return frame.with_columns(*exprs).drop(*scratch)

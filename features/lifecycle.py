@@ -21,7 +21,7 @@ import polars as pl
 from cashback.settings import FeatureSettings
 from cashback.vocab import Lifecycle
 from features.asof import cents, days, elapsed_days
-from features.prefix import last_before, window_sums
+from features.windows import Latest, window_aggregates
 
 KEY = "customer_id"
 CLOSE = "close_ts"
@@ -96,14 +96,18 @@ def rfm_scores(features: pl.LazyFrame, boundaries: pl.LazyFrame) -> pl.LazyFrame
 def rfm_inputs(transactions: pl.LazyFrame, rows: pl.LazyFrame) -> pl.LazyFrame:
     """Only what RFM needs (recency, purchases and spend over 365 days) for rows."""
     purchases = transactions.filter(pl.col("amount") > 0)
-    values = {"n": pl.lit(1, dtype=pl.Int64), "s": cents(pl.col("amount"))}
-    bounds = {"0": days(0), "365": days(365)}
-    frame = window_sums(purchases, KEY, values, rows.collect(), bounds)
-    frame = last_before(purchases, KEY, pl.col("ts"), "last", frame)
-    return frame.lazy().select(
+    frame = window_aggregates(
+        purchases,
+        KEY,
+        rows,
+        sums={"n": pl.lit(1, dtype=pl.Int64), "s": cents(pl.col("amount"))},
+        windows={"365": days(365)},
+        latest={"last": Latest(pl.col("ts"))},
+    )
+    return frame.select(
         KEY,
         CLOSE,
-        (pl.col("n@0") - pl.col("n@365")).alias("purchases_365d"),
-        ((pl.col("s@0") - pl.col("s@365")) / 100).alias("spend_365d"),
+        pl.col("n@365").alias("purchases_365d"),
+        (pl.col("s@365") / 100).alias("spend_365d"),
         elapsed_days(pl.col(CLOSE) - pl.col("last")).alias("days_since_last_purchase"),
     )

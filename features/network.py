@@ -11,7 +11,7 @@ from datetime import timedelta
 import polars as pl
 
 from features.asof import days, elapsed_days
-from features.prefix import window_sums
+from features.windows import window_aggregates
 
 CLOSE = "close_ts"
 SHARED_WINDOW_DAYS = 30
@@ -21,12 +21,10 @@ ENTITIES: dict[str, str] = {"device": "device_id", "ip": "ip_hash"}
 def _busy(claims: pl.LazyFrame, rows: pl.LazyFrame, key: str, prefix: str) -> pl.LazyFrame:
     """Claims by the entity over the 24 hours and 7 days before the close."""
     events = claims.filter(pl.col(key).is_not_null())
-    bounds = {"0": days(0), "24h": timedelta(hours=24), "7d": days(7)}
-    frame = window_sums(events, key, {"n": pl.lit(1, pl.Int64)}, rows.collect(), bounds).lazy()
-    return frame.with_columns(
-        (pl.col("n@0") - pl.col("n@24h")).alias(f"{prefix}_claims_24h"),
-        (pl.col("n@0") - pl.col("n@7d")).alias(f"{prefix}_claims_7d"),
-    ).drop("n@0", "n@24h", "n@7d")
+    windows = {"24h": timedelta(hours=24), "7d": days(7)}
+    sums = {"n": pl.lit(1, pl.Int64)}
+    frame = window_aggregates(events, key, rows, sums=sums, windows=windows)
+    return frame.rename({"n@24h": f"{prefix}_claims_24h", "n@7d": f"{prefix}_claims_7d"})
 
 
 def _shared(
