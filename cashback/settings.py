@@ -86,6 +86,63 @@ class FeatureStoreSettings(BaseModel):
     )
 
 
+class ModelSettings(BaseModel):
+    """The model lifecycle: MLflow tracking and registry, and the promotion gate."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default: a sqlite database <data_dir>/mlflow/mlflow.db "
+        "with artifacts beside it",
+    )
+    name_prefix: str = Field(
+        default="cashback-", description="registered model names are <prefix><short name>"
+    )
+    promotion_margin: float = Field(
+        default=0.005,
+        ge=0.0,
+        description="promote when the challenger's primary metric is at most this much worse "
+        "than the champion's, on the same evaluation set",
+    )
+    guardrail_tolerance: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="a guardrail metric counts as worse only beyond this difference",
+    )
+
+
+class FraudSettings(BaseModel):
+    """Claim risk model, decisions and rules (`cashback train fraud`, `cashback fraud ...`)."""
+
+    maturity_days: int = Field(
+        default=90,
+        ge=1,
+        description="claims younger than this at the cut-off are out of training and metrics "
+        "(at least the longest label delay)",
+    )
+    reviews_per_day: int = Field(
+        default=100, ge=0, description="the risk team's review capacity, claims per day"
+    )
+    review_cost: float = Field(
+        default=4.0, ge=0.0, description="cost of one manual review, in the program's currency"
+    )
+    block_precision: float = Field(
+        default=0.95, gt=0.0, le=1.0, description="block only where precision reaches this"
+    )
+    validation_share: float = Field(default=0.15, gt=0.0, lt=0.5, description="by time")
+    calibration_share: float = Field(default=0.15, gt=0.0, lt=0.5, description="by time")
+    test_share: float = Field(default=0.2, gt=0.0, lt=0.5, description="latest, by time")
+    num_leaves: int = Field(default=31, ge=2)
+    learning_rate: float = Field(default=0.05, gt=0.0, le=1.0)
+    max_rounds: int = Field(default=600, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    anomaly_trees: int = Field(default=100, ge=10, description="IsolationForest trees")
+    reason_count: int = Field(default=3, ge=1, le=10, description="reasons per flagged claim")
+    rules_file: Path | None = Field(
+        default=None, description="YAML rules evaluated with the model (none: no rules)"
+    )
+    seed: int = Field(default=7, ge=0)
+
+
 class Settings(BaseSettings):
     """Service configuration.
 
@@ -114,11 +171,25 @@ class Settings(BaseSettings):
     simulation: SimulationSettings = SimulationSettings()
     features: FeatureSettings = FeatureSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
+    models: ModelSettings = ModelSettings()
+    fraud: FraudSettings = FraudSettings()
 
     @property
     def feature_dir(self) -> Path:
         """Where the feature store keeps its files."""
         return self.data_dir / self.feature_store.subdirectory
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The MLflow tracking URI: the setting, or a sqlite database under data_dir."""
+        if self.models.tracking_uri:
+            return self.models.tracking_uri
+        return f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_dir(self) -> Path:
+        """Where runs started against the default tracking database keep their artifacts."""
+        return (self.data_dir / "mlflow" / "artifacts").resolve()
 
     @model_validator(mode="after")
     def _refuse_missing_secrets_in_prod(self) -> Settings:
