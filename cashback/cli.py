@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cashback.errors import CashbackError
 from cashback.progress import enable_progress, progress_bar
@@ -31,6 +33,15 @@ features_app = typer.Typer(
     help="Build the feature tables and register them in the Feast repo.", no_args_is_help=True
 )
 app.add_typer(features_app, name="features")
+models_app = typer.Typer(
+    help="The model registry: list versions, promote challengers, roll back champions.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+train_app = typer.Typer(help="Train models and register them as challengers.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+fraud_app = typer.Typer(help="Score claims, backtest rules.", no_args_is_help=True)
+app.add_typer(fraud_app, name="fraud")
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -205,6 +216,187 @@ def demo() -> None:
 
     for line in run(get_settings()):
         out_console.print(escape(line), soft_wrap=True, highlight=False)
+
+
+ModelName = Annotated[
+    str, typer.Argument(help="the model's short name: fraud, churn, clv, segments or rates")
+]
+
+
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """List every registered model version: aliases, primary metric, promotion decisions."""
+    from models.registry import list_models  # noqa: PLC0415
+
+    rows = list_models(get_settings())
+    if as_json:
+        typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+        return
+    if not rows:
+        out_console.print("no registered models yet: train one with `cashback train NAME`")
+        return
+    columns = ("model", "version", "aliases", "created (UTC)", "run", "primary metric", "promotion")
+    table = Table(*columns, title="registered models")
+    for row in rows:
+        metric = "-"
+        if row.primary_metric is not None:
+            value = "n/a" if row.primary_value is None else f"{row.primary_value:.4g}"
+            metric = f"{row.primary_metric} {value}"
+        promotion = row.tags.get("promotion.decision", "-")
+        if reason := row.tags.get("promotion.reason"):
+            promotion = f"{promotion}: {reason}"
+        cells = (
+            row.name,
+            str(row.version),
+            ", ".join(row.aliases) or "-",
+            f"{row.created:%Y-%m-%d %H:%M}",
+            (row.run_id or "-")[:8],
+            metric,
+            promotion,
+        )
+        table.add_row(*(escape(c) for c in cells))
+    out_console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: ModelName,
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even when the gate fails (needs --reason)")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="why (recorded with the decision)")] = None,
+) -> None:
+    """Promote the challenger to champion when it is no worse on the same evaluation set."""
+    from models.registry import promote  # noqa: PLC0415
+
+    with progress_bar(f"evaluating the {name} challenger and champion"):
+        result = promote(get_settings(), name, force=force, reason=reason)
+    was = f"v{result.champion_version}" if result.champion_version is not None else "none"
+    if result.promoted:
+        how = f"forced: {result.reason}" if result.forced else "gate passed"
+        _say(f"{result.name} v{result.challenger_version} is now the champion ({how}; was {was})")
+    else:
+        _say(f"{result.name} v{result.challenger_version} refused; the champion stays {was}:")
+    for check in result.checks:
+        mark = "failed" if check in result.failed else "ok"
+        _say(f"  {mark}: {check}")
+    if not result.promoted:
+        raise typer.Exit(code=1)
+
+
+@models_app.command("rollback")
+def models_rollback(name: ModelName) -> None:
+    """Move the champion back to the previous champion (repeat to go further back)."""
+    from models.registry import rollback  # noqa: PLC0415
+
+    result = rollback(get_settings(), name)
+    _say(f"{result.name} champion rolled back: v{result.from_version} -> v{result.to_version}")
+
+
+def _parse_day(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        msg = f"{option} {text!r} is not a date: expected YYYY-MM-DD (00:00 UTC)"
+        raise CashbackError(msg) from None
+
+
+@fraud_app.command("backtest")
+def fraud_backtest(
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            help="rules file (default: CASHBACK_FRAUD__RULES_FILE, config/fraud_rules.yaml)"
+        ),
+    ] = None,
+    against: Annotated[
+        Path | None, typer.Option(help="baseline rules file: show what the change would do")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="first day, YYYY-MM-DD (UTC)")] = None,
+    until: Annotated[str | None, typer.Option(help="end day, excluded, YYYY-MM-DD (UTC)")] = None,
+) -> None:
+    """What a rules file would have flagged on past claims, with precision and recall."""
+    from pipelines.fraud_backtest import run  # noqa: PLC0415
+
+    settings = get_settings()
+    path = rules or settings.fraud.rules_file
+    if path is None:
+        msg = "no rules file: give --rules FILE or set CASHBACK_FRAUD__RULES_FILE"
+        raise CashbackError(msg)
+    report = run(
+        settings,
+        path,
+        since=_parse_day(since, "--since"),
+        until=_parse_day(until, "--until"),
+        baseline_rules_path=against,
+    )
+    for item in report.renderables():
+        out_console.print(item, soft_wrap=isinstance(item, str | Text), highlight=False)
+
+
+@fraud_app.command("score")
+def fraud_score(
+    since: Annotated[str, typer.Option(help="first day to score, YYYY-MM-DD (UTC)")],
+    until: Annotated[
+        str | None, typer.Option(help="last day, included (default: the last claim's day)")
+    ] = None,
+) -> None:
+    """Score claims by day with the champion model and the rules (resumable)."""
+    from pipelines.score_fraud import run  # noqa: PLC0415
+
+    settings = get_settings()
+    first = _parse_day(since, "--since")
+    assert first is not None  # a required option
+    done = run(settings, first, _parse_day(until, "--until"))
+    _say(
+        f"scored {done.claims:,} claims over {len(done.written)} days "
+        f"({done.flagged:,} sent to review or blocked); {len(done.skipped)} days already "
+        f"scored by this model; scores in {settings.data_dir / 'scores' / 'fraud'}"
+    )
+
+
+@train_app.command("fraud")
+def train_fraud(
+    cutoff: Annotated[
+        str | None, typer.Option(help="labels known at this time (default: the last claim)")
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option(help="rules file (default: CASHBACK_FRAUD__RULES_FILE)")
+    ] = None,
+) -> None:
+    """Train the claim risk model, evaluate it, and register it as challenger."""
+    from pipelines.train_fraud import run  # noqa: PLC0415
+
+    settings = get_settings()
+    result = run(settings, cutoff=_parse_time(cutoff) if cutoff else None, rules_path=rules)
+    table = Table("metric", "model", "rules alone", "anomaly alone", title="test slice")
+    for metric in ("pr_auc", "recall_at_review", "precision_at_review"):
+        for group in ("audit", "labelled", "truth"):
+            key = f"{group}_{metric}"
+            if key in result.metrics:
+                table.add_row(
+                    key,
+                    *(
+                        f"{result.metrics.get(prefix + key, float('nan')):.3f}"
+                        for prefix in ("", "rules_", "anomaly_")
+                    ),
+                )
+    out_console.print(table)
+    limits = result.thresholds
+    block = f"{limits.block_probability:.3f}" if limits.block_probability is not None else "none"
+    _say(
+        f"review from expected loss {limits.review_expected_loss:.2f} "
+        f"({limits.review_share:.1%} of claims); block from probability {block}"
+    )
+    _say(f"registered cashback-fraud version {result.version} as challenger")
+
+
+def _say(line: str) -> None:
+    out_console.print(escape(line), soft_wrap=True, highlight=False)
 
 
 def _print_counts(title: str, counts: dict[str, int]) -> None:

@@ -123,7 +123,10 @@ class FraudSettings(BaseModel):
         default=100, ge=0, description="the risk team's review capacity, claims per day"
     )
     review_cost: float = Field(
-        default=4.0, ge=0.0, description="cost of one manual review, in the program's currency"
+        default=0.5,
+        ge=0.0,
+        description="cost of one manual review (about a minute of an analyst's time), in "
+        "the program's currency",
     )
     block_precision: float = Field(
         default=0.95, gt=0.0, le=1.0, description="block only where precision reaches this"
@@ -138,7 +141,9 @@ class FraudSettings(BaseModel):
     anomaly_trees: int = Field(default=100, ge=10, description="IsolationForest trees")
     reason_count: int = Field(default=3, ge=1, le=10, description="reasons per flagged claim")
     rules_file: Path | None = Field(
-        default=None, description="YAML rules evaluated with the model (none: no rules)"
+        default=Path("config/fraud_rules.yaml"),
+        description="YAML rules evaluated with the model (relative to the working directory; "
+        "empty: no rules)",
     )
     seed: int = Field(default=7, ge=0)
 
