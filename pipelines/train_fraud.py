@@ -3,9 +3,11 @@
 One straight line:
 1. labels known at the cut-off, mature claims only, split by claim time;
 2. point-in-time features of every mature claim (feature service fraud_v1);
-3. the anomaly scorer on the training slice, LightGBM on the labelled training claims
-   (early-stopped on the validation slice), Platt calibration on the calibration slice's
-   audit sample;
+3. the anomaly scorer on the training slice; LightGBM learning known frauds against every
+   other mature claim of the training slice (positive-unlabelled learning: unlabelled claims
+   are not taken as legit; the score ranks), early-stopped on the validation slice; Platt
+   calibration on the calibration slice's audit sample, which turns the score into the
+   probability of fraud;
 4. decision thresholds from the calibration slice (review capacity, review cost, block
    precision);
 5. metrics on the test slice, for the model and two baselines (the rules alone, the anomaly
@@ -166,13 +168,17 @@ def fit(settings: Settings, frame: pl.DataFrame, split_at: Periods, rules: RuleS
     full = np.column_stack([x, anomaly.score(x)])
     names = [*features, ANOMALY_FEATURE]
     label = frame[LABEL].fill_null(-1).to_numpy().astype(np.int8)
-    labelled = label >= 0
+    # positive-unlabelled learning: the booster learns "known fraud" against every other
+    # mature claim (audited legit, or not known to be fraud by the cut-off); unlabelled
+    # claims are not called legit, the calibration on the audit sample maps the score to
+    # the probability of fraud (Elkan & Noto 2008)
+    known_fraud = (label == 1).astype(np.int8)
     validation = _rows(frame, pl.col(SPLIT) == "validation")
     booster = fit_booster(
         config,
         names,
-        (full[train & labelled], label[train & labelled]),
-        (full[validation & labelled], label[validation & labelled]),
+        (full[train], known_fraud[train]),
+        (full[validation], known_fraud[validation]),
     )
     margin = np.asarray(booster.predict(full, raw_score=True))
     condition, fitted_on = _calibration_rows(frame)

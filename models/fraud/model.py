@@ -2,8 +2,13 @@
 
 - The anomaly score (an isolation forest, `models.fraud.anomaly`) is fitted on the training
   slice's claims only (labelled or not: it needs no label) and is one more model input.
-- LightGBM learns fraud against legit from the labelled training claims, classes weighted
-  to balance, early-stopped on the validation slice (average precision).
+- LightGBM learns known frauds (a fraud label by the cut-off) against every other mature
+  claim of the training slice, classes weighted to balance, early-stopped on the validation
+  slice (average precision). This is positive-unlabelled learning (Elkan & Noto 2008): the
+  unlabelled claims are a mixture, not legit claims, and the booster's score ranks claims by
+  their chance of being a known fraud, which (when chargebacks and reviews reach frauds
+  independently of their features) is proportional to their chance of being a fraud. Only
+  labelled claims ever measure the model, and the calibration below works out the scale.
 - Its margin is calibrated by Platt scaling on the calibration slice's audit sample (the
   only labels that describe every claim; chargebacks exist for frauds only). When that slice
   has fewer than `MIN_CALIBRATION_FRAUDS` audited frauds, the validation slice's audit sample
@@ -140,11 +145,14 @@ def fit_booster(
     """LightGBM with balanced class weights, early-stopped on validation average precision.
 
     Raises:
-        CashbackError: when a slice lacks frauds or legit claims.
+        CashbackError: when a slice has no known fraud, or nothing else.
     """
     for name, (_, y) in {"training": train, "validation": validation}.items():
         if len(np.unique(y)) < 2:
-            msg = f"the {name} slice needs fraud and legit labels; it has {len(y)} labelled"
+            msg = (
+                f"the {name} slice needs known frauds and other claims; it has "
+                f"{int(y.sum())} frauds among {len(y)} claims"
+            )
             raise CashbackError(msg)
     positives = int(train[1].sum())
     params = _lgb_params(config, positives, len(train[1]) - positives)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cashback.vocab import AbuseType
-from models.fraud.dataset import FloatMatrix
+from models.fraud.dataset import CATEGORICAL, FloatMatrix
 
 FAMILIES: dict[str, AbuseType] = {
     "device_customers_30d": AbuseType.MULTI_ACCOUNT,
@@ -55,31 +55,42 @@ def _share(value: float) -> str:
     return f"{value:.0%}"
 
 
+def _stage(value: float) -> str:
+    stages = CATEGORICAL["lifecycle"]
+    return stages[int(value)].replace("_", " ") if 0 <= value < len(stages) else "unknown"
+
+
 def _minutes(value: float) -> str:
     return f"{value:,.0f} minutes" if value < 120 else f"{value / 60:,.1f} hours"
 
 
 Template = tuple[str, Callable[[float], str]]
+# "{v}" is the formatted value, "{s}" the plural ending ("" for exactly one)
 TEMPLATES: dict[str, Template] = {
-    "device_customers_30d": ("{v} accounts used this device in the last 30 days", _count),
-    "ip_customers_30d": ("{v} accounts claimed from this IP in the last 30 days", _count),
-    "device_youngest_account_days": ("the newest account on this device is {v} days old", _count),
-    "ip_youngest_account_days": ("the newest account on this IP is {v} days old", _count),
-    "customer_claims_1h": ("{v} claims by this customer in the last hour", _count),
-    "device_claims_1h": ("{v} claims from this device in the last hour", _count),
-    "ip_claims_1h": ("{v} claims from this IP in the last hour", _count),
-    "device_claims_24h": ("{v} claims from this device in the day before", _count),
-    "ip_claims_24h": ("{v} claims from this IP in the day before", _count),
-    "device_claims_7d": ("{v} claims from this device in the week before", _count),
-    "ip_claims_7d": ("{v} claims from this IP in the week before", _count),
+    "device_customers_30d": ("{v} account{s} used this device in the last 30 days", _count),
+    "ip_customers_30d": ("{v} account{s} claimed from this IP in the last 30 days", _count),
+    "device_youngest_account_days": (
+        "the newest account on this device is {v} day{s} old",
+        _count,
+    ),
+    "ip_youngest_account_days": ("the newest account on this IP is {v} day{s} old", _count),
+    "customer_claims_1h": ("{v} claim{s} by this customer in the last hour", _count),
+    "device_claims_1h": ("{v} claim{s} from this device in the last hour", _count),
+    "ip_claims_1h": ("{v} claim{s} from this IP in the last hour", _count),
+    "device_claims_24h": ("{v} claim{s} from this device in the day before", _count),
+    "ip_claims_24h": ("{v} claim{s} from this IP in the day before", _count),
+    "device_claims_7d": ("{v} claim{s} from this device in the week before", _count),
+    "ip_claims_7d": ("{v} claim{s} from this IP in the week before", _count),
     "minutes_since_last_claim": ("the previous claim was {v} earlier", _minutes),
-    "tenure_days": ("the account is {v} days old", _count),
+    "tenure_days": ("the account is {v} day{s} old", _count),
     "amount_vs_avg_basket": (
         "the amount is {v} times the customer's average basket",
         "{:.1f}".format,
     ),
     "cashback_share": ("the cashback is {v} of the amount", _share),
-    "claims_30d": ("{v} claims by this customer in the last 30 days", _count),
+    "claims_30d": ("{v} claim{s} by this customer in the last 30 days", _count),
+    "hour_of_day": ("claimed at {v}:00 UTC", "{:02.0f}".format),
+    "lifecycle": ("the customer's lifecycle stage is {v}", _stage),
     "anomaly_score": ("an unusual combination of claim features (anomaly {v})", "{:.2f}".format),
 }
 
@@ -102,7 +113,7 @@ def sentence(name: str, value: float, typical: float | None) -> str:
     text, fmt = TEMPLATES.get(name, _generic(name))
     if math.isnan(value):
         return f"{name.replace('_', ' ')} is unknown"
-    out = text.format(v=fmt(value))
+    out = text.format(v=fmt(value), s="" if value == 1 else "s")
     if typical is not None and not math.isnan(typical):
         out += f"; typical is {fmt(typical)}"
     return out
@@ -168,7 +179,10 @@ def explain(
     top = np.argsort(-contributions[:, : len(names)], axis=1)[:, :count]
     out = []
     for row, (order, abuse) in enumerate(zip(top, types, strict=True)):
-        chosen = [int(i) for i in order if contributions[row, i] > 0]
+        # an unknown value can add risk, but "X is unknown" explains nothing to an analyst
+        chosen = [
+            int(i) for i in order if contributions[row, i] > 0 and not math.isnan(values[row, i])
+        ]
         out.append(
             Explanation(
                 reasons=tuple(
