@@ -22,7 +22,7 @@ from models.evaluation import Gate, MetricSpec
 from models.fraud.dataset import LABEL, SOURCE, SPLIT, audited
 from models.fraud.metrics import brier, ranking_metrics
 from models.fraud.plots import figures
-from models.fraud.pyfunc import FraudPyfunc, artifacts
+from models.fraud.pyfunc import FraudPyfunc, artifacts, model_input
 from models.fraud.rules import RuleSet
 from models.fraud.scorer import FraudScorer
 
@@ -52,7 +52,7 @@ class FraudEvaluator:
     def evaluate(self, model: PyFuncModel, evaluation: pl.DataFrame) -> dict[str, float]:
         """The gate's metrics of `model` on `evaluation`."""
         schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
-        scores: pd.DataFrame = model.predict(evaluation.select(schema.input_names()).to_pandas())
+        scores: pd.DataFrame = model.predict(model_input(evaluation, schema.input_names()))
         frame = evaluation.with_columns(pl.Series("probability", scores["probability"]))
         metrics: dict[str, float] = {}
         for name, condition in {
@@ -109,7 +109,7 @@ def register_fraud(
             metrics=_finite(result.metrics) | test_gate,
             evaluation=evaluation,
             training_data=training,
-            input_example=evaluation.select(features).head(5).to_pandas(),
+            input_example=model_input(evaluation.head(5), features),
             plots=plots,
             tags={
                 "calibration_set": result.scorer.model.calibrator.fitted_on,

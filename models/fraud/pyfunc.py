@@ -24,6 +24,18 @@ ARTIFACT_FILES = {"booster": BOOSTER, "anomaly": ANOMALY, "meta": META}
 OUTPUT_COLUMNS = ("probability", "risk_score", "anomaly_score")
 
 
+def model_input(frame: pl.DataFrame, features: list[str]) -> pd.DataFrame:
+    """Claim features as the pyfunc model takes them: numbers as floats, categories as text.
+
+    Floats everywhere (not pandas integers) so that a missing count is a NaN the model's
+    signature accepts, not a schema error.
+    """
+    return frame.select(
+        pl.col(name) if frame.schema[name] == pl.String else pl.col(name).cast(pl.Float64)
+        for name in features
+    ).to_pandas()
+
+
 def predict_frame(model: FraudModel, frame: pl.DataFrame) -> pd.DataFrame:
     """The pyfunc output for claim rows: probability, risk score and anomaly score."""
     full = model.with_anomaly(encode(frame, model.features))
