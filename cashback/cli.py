@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -392,7 +393,43 @@ def train_fraud(
         f"review from expected loss {limits.review_expected_loss:.2f} "
         f"({limits.review_share:.1%} of claims); block from probability {block}"
     )
+    _print_threshold_report(result.report)
     _say(f"registered cashback-fraud version {result.version} as challenger")
+
+
+def _ratio(value: object) -> str:
+    if isinstance(value, int | float) and not math.isnan(value):
+        return f"{value:.3f}"
+    return "n/a"
+
+
+def _print_threshold_report(rows: list[dict[str, object]]) -> None:
+    """The decisions on the test slice: audit-sample estimates, and the truth when known."""
+    table = Table(
+        "decision",
+        "claims",
+        "share",
+        "precision (audit)",
+        "recall (audit)",
+        "precision (truth)",
+        "recall (truth)",
+        "cashback caught",
+        "honest customers hit",
+        title="decisions on the test slice",
+    )
+    for row in rows:
+        table.add_row(
+            str(row["decision"]),
+            f"{row['claims']:,}",
+            f"{row['share']:.2%}",
+            _ratio(row["audit_precision"]),
+            _ratio(row["audit_recall"]),
+            _ratio(row.get("truth_precision")),
+            _ratio(row.get("truth_recall")),
+            _ratio(row.get("cashback_caught")),
+            str(row.get("honest_customers_hit", "n/a")),
+        )
+    out_console.print(table)
 
 
 def _say(line: str) -> None:

@@ -1,8 +1,9 @@
 """Job: the demo end to end (`cashback demo`, what `make run` calls).
 
 Builds whatever is absent, in order, on the embedded defaults: the simulated world in the
-data directory, its feature tables, the Feast registry and the SQLite online store (later
-steps add models and the API), and says where it is.
+data directory, its feature tables, the Feast registry and the SQLite online store, the
+champion fraud model in the local MLflow registry (later steps add the other models and the
+API), and says where it is.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def run(settings: Settings) -> Iterator[str]:
         yield f"  {name:<14} {rows:>12,} rows   {table_path(data, name)}"
     yield f"  ground truth: {data / 'truth'}/ (segments, true fraud, explored exposures)"
     yield from _features(settings)
+    yield from _fraud_model(settings)
     yield f"check it: cashback data validate {data}"
 
 
@@ -60,4 +62,23 @@ def _features(settings: Settings) -> Iterator[str]:
     yield (
         f"online store ({settings.feature_store.online_store}) holds {len(reports)} views; "
         f"{written:,} entities written now"
+    )
+
+
+def _fraud_model(settings: Settings) -> Iterator[str]:
+    """Train the fraud model and make it the champion, unless there is one."""
+    from models.registry import champion_version, promote  # noqa: PLC0415
+    from pipelines import train_fraud  # noqa: PLC0415
+
+    version = champion_version(settings, "fraud")
+    if version is not None:
+        yield f"fraud model found: cashback-fraud v{version} is the champion"
+        return
+    yield "training the fraud model"
+    trained = train_fraud.run(settings)
+    result = promote(settings, "fraud")
+    yield (
+        f"cashback-fraud v{trained.version} is the champion (PR-AUC on the audit sample "
+        f"{trained.metrics['audit_pr_auc']:.3f}, decision: {result.decision}); "
+        f"MLflow tracking: {settings.mlflow_tracking_uri}"
     )

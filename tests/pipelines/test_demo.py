@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cashback.settings import Settings, SimulationSettings
+from cashback.settings import FraudSettings, Settings, SimulationSettings
 from cashback.tables import validate_directory
 from features.online import OnlineReader
 from features.store import feature_store
 from pipelines import demo
 
 
-def test_the_demo_builds_world_features_and_online_store_then_reuses_them(tmp_path: Path) -> None:
+def test_the_demo_builds_world_features_online_store_and_fraud_model_then_reuses_them(
+    tmp_path: Path,
+) -> None:
     settings = Settings(
         data_dir=tmp_path / "data",
         ip_pepper="test-pepper-not-a-secret",
-        simulation=SimulationSettings(customers=400, days=60),
+        simulation=SimulationSettings(customers=1_500, days=150),
+        fraud=FraudSettings(maturity_days=30),
     )
     first = list(demo.run(settings))
     assert any(line.startswith("demo world written to") for line in first)
@@ -26,3 +29,5 @@ def test_the_demo_builds_world_features_and_online_store_then_reuses_them(tmp_pa
     second = list(demo.run(settings))
     assert any(line.startswith("demo world found in") for line in second)
     assert any(line.startswith("feature tables found in") for line in second)
+    assert any(line.startswith("cashback-fraud v1 is the champion") for line in first)
+    assert "fraud model found: cashback-fraud v1 is the champion" in second
