@@ -129,7 +129,9 @@ def window_aggregates(
     latest = latest or {}
     ordered = _check(windows)
     lengths = [length for _, length in ordered]
-    pairs = rows.select(key, close).unique().with_row_index(PAIR)
+    # numbered once, eagerly: the plan reads the pairs twice, and two evaluations of a lazy
+    # unique() may number them in different orders
+    pairs = rows.select(key, close).unique().with_row_index(PAIR).collect().lazy()
     per_event = _per_event(events, key, sums, latest)
     joined = _joined(key, pairs, per_event, None if latest else lengths[-1], close)
     buckets = joined.group_by(PAIR, _bucket(close, lengths)).agg(

@@ -178,3 +178,55 @@ def test_windows_must_be_given_and_positive(windows: dict[str, timedelta]) -> No
         window_aggregates(
             _events([("a", T0, 1)]), "customer_id", _rows([("a", T0)]), sums={}, windows=windows
         )
+
+
+def test_rows_from_an_unordered_lazy_plan_get_their_own_aggregates() -> None:
+    # given 3,000 customers' events and rows built lazily from an unordered unique()
+    # (a plan that polars may evaluate twice, numbering the rows differently each time)
+    rng = np.random.default_rng(8)
+    n = 30_000
+    events = pl.LazyFrame(
+        {
+            "customer_id": [f"c{i}" for i in rng.integers(0, 3_000, n)],
+            "ts": [T0 + timedelta(minutes=int(m)) for m in rng.integers(0, 90 * 24 * 60, n)],
+            "amount": rng.integers(1, 100, n),
+        },
+        schema={"customer_id": pl.String, "ts": UTC_US, "amount": pl.Int64},
+    )
+    closes = pl.LazyFrame(
+        {"close_ts": [T0 + timedelta(days=d) for d in (20, 50, 80)]},
+        schema={"close_ts": UTC_US},
+    )
+    rows = events.select("customer_id").unique().join(closes, how="cross")
+
+    # when aggregated, filtered, and the result read twice in one lazy plan, as a job would
+    seen = window_aggregates(
+        events,
+        "customer_id",
+        rows,
+        sums={"n": pl.lit(1, pl.Int64)},
+        windows={"7d": timedelta(days=7)},
+    ).filter(pl.col("n@7d") > 0)
+    twice = seen.select("customer_id", "close_ts", pl.col("n@7d").alias("again"))
+    out = (
+        seen.join(twice, on=["customer_id", "close_ts"], how="left")
+        .collect()
+        .sort("customer_id", "close_ts")
+    )
+    assert out["n@7d"].equals(out["again"])
+    out = out.drop("again")
+
+    # then every row's count is its own customer's, as a brute force computes it
+    collected = events.collect()
+    expected = (
+        rows.collect()
+        .join(collected, on="customer_id")
+        .filter(
+            (pl.col("ts") < pl.col("close_ts"))
+            & (pl.col("ts") >= pl.col("close_ts") - timedelta(days=7))
+        )
+        .group_by("customer_id", "close_ts")
+        .agg(pl.len().cast(pl.Int64).alias("n@7d"))
+        .sort("customer_id", "close_ts")
+    )
+    assert out.equals(expected)
