@@ -148,6 +148,81 @@ class FraudSettings(BaseModel):
     seed: int = Field(default=7, ge=0)
 
 
+class CustomerModelSettings(BaseModel):
+    """Churn and value models (`cashback train churn`)."""
+
+    churn_horizon_days: int = Field(
+        default=90, ge=7, description="churn = no purchase in the next this many days"
+    )
+    value_horizon_days: int = Field(
+        default=180, ge=7, description="customer value = spend over the next this many days"
+    )
+    inactive_limit_days: int = Field(
+        default=365,
+        ge=30,
+        description="customers silent for longer are outside the scored population",
+    )
+    train_snapshots: int = Field(default=4, ge=1, description="monthly training snapshots")
+    snapshot_step_days: int = Field(default=30, ge=1, description="days between snapshots")
+    min_history_days: int = Field(
+        default=60, ge=1, description="history needed before the first snapshot"
+    )
+    min_positives: int = Field(
+        default=30, ge=1, description="fewest churners (and stayers) a snapshot may hold"
+    )
+    # shallow trees with large leaves: churn labels are noisy and the calibration snapshot's
+    # base rate differs from the validation snapshot's (seasons); deeper trees overfit the
+    # training snapshots on small programs (Online Retail: 3k customers a snapshot)
+    num_leaves: int = Field(default=4, ge=2)
+    min_data_in_leaf: int = Field(default=300, ge=1)
+    learning_rate: float = Field(default=0.03, gt=0.0, le=1.0)
+    max_rounds: int = Field(default=1000, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    seed: int = Field(default=7, ge=0)
+
+
+class SegmentSettings(BaseModel):
+    """Behaviour segments (`cashback train segments`)."""
+
+    k_min: int = Field(default=3, ge=2, le=30, description="fewest clusters tried")
+    k_max: int = Field(default=8, ge=2, le=30, description="most clusters tried")
+    min_stability: float = Field(
+        default=0.8,
+        ge=0.0,
+        le=1.0,
+        description="k is chosen by silhouette among the k whose two-halves stability (ARI) "
+        "reaches this (the most stable k when none does)",
+    )
+    n_init: int = Field(default=10, ge=1, description="k-means restarts per fit")
+    silhouette_sample: int = Field(
+        default=4_000, ge=100, description="customers the silhouette is computed on"
+    )
+    fit_customers: int = Field(
+        default=200_000,
+        ge=1_000,
+        description="at most this many active customers (a seeded sample) fit the clusters; "
+        "every customer is assigned",
+    )
+    evaluation_customers: int = Field(
+        default=5_000, ge=100, description="active customers in the logged evaluation set"
+    )
+    min_customers_per_cluster: int = Field(
+        default=10, ge=1, description="refuse to cluster fewer active customers than this x k_max"
+    )
+    churn_days: int = Field(
+        default=90, ge=1, description="profiles: churn = no purchase in this many days after"
+    )
+    threads: int = Field(default=1, ge=1, le=64, description="threads of the k-means fits")
+    seed: int = Field(default=7, ge=0)
+
+    @model_validator(mode="after")
+    def _k_range(self) -> SegmentSettings:
+        if self.k_min > self.k_max:
+            msg = f"segments.k_min ({self.k_min}) is above segments.k_max ({self.k_max})"
+            raise ValueError(msg)
+        return self
+
+
 class Settings(BaseSettings):
     """Service configuration.
 
@@ -178,6 +253,8 @@ class Settings(BaseSettings):
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     models: ModelSettings = ModelSettings()
     fraud: FraudSettings = FraudSettings()
+    customers: CustomerModelSettings = CustomerModelSettings()
+    segments: SegmentSettings = SegmentSettings()
 
     @property
     def feature_dir(self) -> Path:

@@ -1,0 +1,1 @@
+"""Customer-base models: BG/NBD purchase and churn baseline, Gamma-Gamma spend model."""
