@@ -360,6 +360,38 @@ def fraud_score(
     )
 
 
+@train_app.command("churn")
+def train_churn(
+    snapshot: Annotated[
+        str | None,
+        typer.Option(help="validation snapshot, YYYY-MM-DD (default: the latest possible)"),
+    ] = None,
+) -> None:
+    """Train the churn model on monthly snapshots, beside BG/NBD, and register it."""
+    from pipelines.train_churn import run  # noqa: PLC0415
+
+    settings = get_settings()
+    day = _parse_day(snapshot, "--snapshot")
+    at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) if day else None
+    result = run(settings, snapshot=at)
+    plan = result.snapshots
+    _say(
+        f"trained on {len(plan.train)} snapshots ({plan.train[0]:%Y-%m-%d} to "
+        f"{plan.train[-1]:%Y-%m-%d}), calibrated on {plan.calibration:%Y-%m-%d}, validated "
+        f"on {plan.validation:%Y-%m-%d} ({result.metrics['validation_customers']:,.0f} "
+        f"customers, churn rate {result.metrics['validation_churn_rate']:.1%})"
+    )
+    table = Table("metric", "model", "BG/NBD", title="validation snapshot")
+    for metric in ("roc_auc", "pr_auc", "brier", "lift_top_decile"):
+        table.add_row(
+            metric,
+            f"{result.metrics[f'model_{metric}']:.4f}",
+            f"{result.metrics[f'bgnbd_{metric}']:.4f}",
+        )
+    out_console.print(table)
+    _say(f"registered cashback-churn version {result.version} as challenger")
+
+
 @train_app.command("fraud")
 def train_fraud(
     cutoff: Annotated[

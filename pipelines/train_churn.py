@@ -21,11 +21,12 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
+from cashback.errors import CashbackError
 from cashback.settings import Settings
 from features.catalog import service_features
 from features.customer_frame import FeatureSources
 from features.training import training_frame
-from models.customers.bgnbd import BetaGeoModel, rfm_summary
+from models.customers.bgnbd import BetaGeoModel, ConvergenceError, rfm_summary
 from models.customers.churn import ChurnModel, churn_metrics, fit_churn
 from models.customers.snapshots import KEY, ROLE, SnapshotPlan, plan, population
 from models.fraud.dataset import encode
@@ -34,6 +35,7 @@ from pipelines.build_features import latest_close
 SERVICE = "churn_v1"
 BGNBD_FEATURES = ("bgnbd_expected_purchases", "bgnbd_p_alive")
 BASELINE = "bgnbd_p_no_purchase"
+FIT_TOLERANCES = (1e-12, 1e-9)
 
 
 @dataclass
@@ -59,6 +61,24 @@ def _purchases(sources: FeatureSources) -> pl.LazyFrame:
     return sources.transactions.filter(pl.col("amount") > 0).select(KEY, "ts", "amount")
 
 
+def _fit_bgnbd(
+    frequency: np.ndarray, recency: np.ndarray, age: np.ndarray, snapshot: datetime
+) -> BetaGeoModel:
+    """BG/NBD by maximum likelihood; a looser tolerance when the optimum lies on a flat ridge.
+
+    Early in a program dropout is barely visible: a and b grow together along a ridge of
+    equal likelihood, and the strictest tolerance stops short of a declared convergence.
+    """
+    problem: ConvergenceError | None = None
+    for tol in FIT_TOLERANCES:
+        try:
+            return BetaGeoModel(tol=tol).fit(frequency, recency, age)
+        except ConvergenceError as error:
+            problem = error
+    msg = f"BG/NBD cannot be fitted on the purchases before {snapshot:%Y-%m-%d}: {problem}"
+    raise CashbackError(msg)
+
+
 def bgnbd_columns(purchases: pl.LazyFrame, snapshot: datetime, horizon_days: int) -> pl.DataFrame:
     """BG/NBD fitted on the purchases before a snapshot, and its per-customer quantities.
 
@@ -68,7 +88,7 @@ def bgnbd_columns(purchases: pl.LazyFrame, snapshot: datetime, horizon_days: int
     """
     summary = rfm_summary(purchases, snapshot)
     f, r, t = (summary[c].to_numpy() for c in ("frequency", "recency", "T"))
-    model = BetaGeoModel().fit(f, r, t)
+    model = _fit_bgnbd(f, r, t, snapshot)
     return summary.select(KEY).with_columns(
         pl.lit(snapshot).cast(pl.Datetime("us", "UTC")).alias("ts"),
         pl.Series(BGNBD_FEATURES[0], model.expected_purchases(horizon_days, f, r, t)),
