@@ -392,6 +392,34 @@ def train_churn(
     _say(f"registered cashback-churn version {result.version} as challenger")
 
 
+@train_app.command("clv")
+def train_clv() -> None:
+    """Customer value over the next H_v days: BG/NBD x Gamma-Gamma and LightGBM, on the time split."""
+    from pipelines.train_value import run  # noqa: PLC0415
+
+    settings = get_settings()
+    result = run(settings)
+    _say(
+        f"split at {result.snapshot:%Y-%m-%d}; spend over the next {result.horizon.days} days "
+        f"of {result.metrics['customers']:,.0f} customers"
+    )
+    table = Table("predictor", "MAE", "Spearman", title="against the actual later spend")
+    for name, label in (
+        ("last_period", "last-period spend (baseline)"),
+        ("gamma_gamma", "BG/NBD x Gamma-Gamma"),
+        ("lightgbm", "LightGBM (cross-fitted by customer)"),
+    ):
+        table.add_row(
+            label,
+            f"{result.metrics[f'{name}_mae']:,.2f}",
+            f"{result.metrics[f'{name}_spearman']:.3f}",
+        )
+    out_console.print(table)
+    error = result.metrics.get("next_purchase_median_abs_error_days")
+    if error is not None:
+        _say(f"expected next purchase: median error {error:.1f} days")
+
+
 @train_app.command("fraud")
 def train_fraud(
     cutoff: Annotated[
@@ -427,6 +455,76 @@ def train_fraud(
     )
     _print_threshold_report(result.report)
     _say(f"registered cashback-fraud version {result.version} as challenger")
+
+
+@train_app.command("segments")
+def train_segments(
+    close: Annotated[
+        str | None,
+        typer.Option(help="close date YYYY-MM-DD (default: the latest close of the data)"),
+    ] = None,
+) -> None:
+    """Cluster customers into named behaviour segments, profile them, and register the model."""
+    from pipelines.train_segments import run  # noqa: PLC0415
+
+    settings = get_settings()
+    result = run(settings, close=_parse_close(close))
+    metrics = result.metrics
+    selection = Table("k", "silhouette", "stability (ARI)", "chosen", title="choice of k")
+    for row in result.selection.iter_rows(named=True):
+        selection.add_row(
+            str(row["k"]),
+            _ratio(row["silhouette"]),
+            _ratio(row["stability"]),
+            "yes" if row["chosen"] else "",
+        )
+    out_console.print(selection)
+    profiles = Table(
+        "segment",
+        "customers",
+        "share",
+        "spend 365d",
+        "purchases 365d",
+        "avg basket",
+        "days since last",
+        "churn rate",
+        "avg rate",
+        "response / point",
+        title=f"segments as of {result.close:%Y-%m-%d}",
+    )
+    for row in result.profiles.iter_rows(named=True):
+        profiles.add_row(
+            escape(str(row["segment"])),
+            f"{row['customers']:,}",
+            f"{row['share']:.1%}",
+            _amount(row["spend_365d"]),
+            _amount(row["purchases_365d"]),
+            _amount(row["avg_basket"]),
+            _amount(row["recency_days"]),
+            _ratio(row["churn_rate"]),
+            _ratio(row["avg_rate_365d"]),
+            _ratio(row["rate_response_relative"]),
+        )
+    out_console.print(profiles)
+    truth = (
+        f", ARI against the simulator's truth {metrics['truth_ari']:.3f}"
+        if "truth_ari" in metrics
+        else ""
+    )
+    _say(
+        f"k = {result.model.k}: silhouette {metrics['silhouette']:.3f} on the evaluation set, "
+        f"stability (two-halves ARI) {metrics['stability_ari']:.3f}{truth}"
+    )
+    for note in result.notes:
+        _say(f"note: {note}")
+    _say(f"segments written to {result.table}")
+    _say(f"registered cashback-segments version {result.version} as challenger")
+
+
+def _amount(value: object) -> str:
+    if isinstance(value, int | float) and not math.isnan(value):
+        return f"{value:,.1f}"
+    return "n/a"
 
 
 def _ratio(value: object) -> str:
