@@ -394,7 +394,7 @@ def train_churn(
 
 @train_app.command("clv")
 def train_clv() -> None:
-    """Customer value over the next H_v days: BG/NBD x Gamma-Gamma and LightGBM, on the time split."""
+    """Customer value over the next H_v days (BG/NBD x Gamma-Gamma, LightGBM), time split."""
     from pipelines.train_value import run  # noqa: PLC0415
 
     settings = get_settings()
