@@ -138,7 +138,7 @@ class FraudSettings(BaseModel):
     learning_rate: float = Field(default=0.05, gt=0.0, le=1.0)
     max_rounds: int = Field(default=600, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
-    anomaly_trees: int = Field(default=100, ge=10, description="IsolationForest trees")
+    anomaly_trees: int = Field(default=40, ge=10, description="IsolationForest trees")
     reason_count: int = Field(default=3, ge=1, le=10, description="reasons per flagged claim")
     rules_file: Path | None = Field(
         default=Path("config/fraud_rules.yaml"),

@@ -4,7 +4,9 @@
 of its trees into a few packed numpy arrays (one entry per node of every tree). Scoring walks
 every tree at once, one level per numpy step, instead of calling each tree in turn: sklearn's
 `score_samples` pays a Python round trip per tree (milliseconds for one row), the flattened
-walk a few microseconds per level.
+walk a few microseconds per level. A large batch is cut into row blocks that a small thread
+pool walks side by side (numpy releases the GIL in its loops); every row's score is computed
+the same way whatever the block, the thread or the batch, so the answers do not change.
 
 The score is the paper's anomaly score `s(x) = 2 ** (-E[h(x)] / c(psi))`, which is exactly
 `-IsolationForest.score_samples(x)`: in (0, 1], higher = more unusual. Here `h(x)` is the
@@ -26,7 +28,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -39,6 +43,8 @@ from sklearn.exceptions import NotFittedError
 
 FORMAT = "cashback-ml/anomaly-scorer/1"
 BLOCK_CELLS = 1 << 16  # rows x trees that `score` walks in one block (bounds its memory)
+TASK_BLOCKS = 16  # blocks a pool thread walks per task (many tasks: a busy core slows one)
+THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 TREE_LEAF = -1  # sklearn's children_left at a leaf
 
 FloatArray = npt.NDArray[np.float64]
@@ -144,6 +150,15 @@ class _Walk:
             state = child.take(slot)
         sums: FloatArray = np.add.reduce(self.value.take(state), axis=1)
         return sums
+
+    def imputed(self, rows: npt.NDArray[Any]) -> Float32Array:
+        """A float32, C-order copy of `rows` with NaN (None) replaced by the training medians."""
+        with np.errstate(over="ignore"):  # beyond float32: inf, as sklearn's cast
+            x = np.array(rows, dtype=np.float32, order="C")
+        missing = np.isnan(x)
+        if missing.any():
+            np.copyto(x, self.medians, where=missing)
+        return x
 
     def anomaly(self, path_lengths: FloatArray) -> FloatArray:
         """`2 ** (-E[h] / c(psi))` from the summed path lengths, as sklearn computes it."""
@@ -282,11 +297,13 @@ class AnomalyScorer(BaseEstimator):  # type: ignore[misc]  # sklearn is untyped
         """Anomaly score of each row: `-IsolationForest.score_samples`, higher = more unusual.
 
         All trees and all rows of a block (`BLOCK_CELLS` rows x trees) are walked together,
-        one numpy step per tree level; blocks bound the memory of a large `X`.
+        one numpy step per tree level; blocks bound the memory of a large `X` (each is
+        converted to float32 and imputed on its own, so `X` is never copied whole). Groups of
+        `TASK_BLOCKS` blocks go to a pool of `THREADS` threads when there are several.
 
         Args:
-            X: float matrix, shape (n_rows, n_features_in_); NaN (or None) is imputed with
-                the training medians.
+            X: float matrix, shape (n_rows, n_features_in_), any memory layout; NaN (or None)
+                is imputed with the training medians.
 
         Returns:
             Scores in (0, 1], shape (n_rows,).
@@ -296,20 +313,28 @@ class AnomalyScorer(BaseEstimator):  # type: ignore[misc]  # sklearn is untyped
             ValueError: when `X` does not have the training columns.
         """
         walk = self._fitted_walk()
-        with np.errstate(over="ignore"):  # beyond float32: inf, as sklearn's cast
-            x = np.array(X, dtype=np.float32, order="C")
+        x = np.asarray(X)
         if x.ndim != 2 or x.shape[1] != walk.shape[0]:
             msg = f"X must have shape (n_rows, {walk.shape[0]}), got {x.shape}"
             raise ValueError(msg)
-        missing = np.isnan(x)
-        if missing.any():
-            x[missing] = np.broadcast_to(walk.medians, x.shape)[missing]
-        n_trees = len(walk.roots)
-        block = max(1, min(len(x), BLOCK_CELLS // n_trees))
+        n_rows, n_trees = len(x), len(walk.roots)
+        block = max(1, min(n_rows, BLOCK_CELLS // n_trees))
         row_start = np.repeat(np.arange(0, block * x.shape[1], x.shape[1])[:, None], n_trees, 1)
-        sums = np.empty(len(x))
-        for start in range(0, len(x), block):
-            sums[start : start + block] = walk.path_lengths(x[start : start + block], row_start)
+        sums = np.empty(n_rows)
+
+        def walk_rows(start: int) -> None:
+            stop = min(start + block * TASK_BLOCKS, n_rows)
+            for at in range(start, stop, block):
+                rows = walk.imputed(x[at : min(at + block, stop)])
+                sums[at : at + len(rows)] = walk.path_lengths(rows, row_start)
+
+        tasks = range(0, n_rows, block * TASK_BLOCKS)
+        if THREADS > 1 and len(tasks) > 1:
+            with ThreadPoolExecutor(min(THREADS, len(tasks)), "anomaly-score") as pool:
+                list(pool.map(walk_rows, tasks))
+        else:
+            for start in tasks:
+                walk_rows(start)
         return walk.anomaly(sums)
 
     def score_one(self, x: Sequence[float | None] | npt.NDArray[np.floating[Any]]) -> float:

@@ -12,6 +12,7 @@ Splits are by claim time: train (earliest), validation (early stopping), calibra
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -120,12 +121,14 @@ def periods(
     return Periods(cutoff, mature_until, (validation_start, calibration_start, test_start))
 
 
-def encode(frame: pl.DataFrame, features: list[str]) -> FloatMatrix:
+def encode(frame: pl.DataFrame, features: list[str], spare_columns: int = 0) -> FloatMatrix:
     """The feature matrix: floats, NaN for nulls, categoricals as their vocabulary index.
 
     Args:
         frame: rows with every feature column.
         features: the columns, in model order.
+        spare_columns: NaN columns appended after the features: room for columns computed
+            from them (the anomaly score) without copying the matrix again.
 
     Raises:
         CashbackError: naming the missing feature columns.
@@ -142,19 +145,31 @@ def encode(frame: pl.DataFrame, features: list[str]) -> FloatMatrix:
                 CATEGORICAL[name], list(range(len(CATEGORICAL[name]))), default=None
             )
         columns.append(column.cast(pl.Float64).fill_null(np.nan).alias(name))
-    return frame.select(columns).to_numpy().astype(np.float64, copy=False)
+    spare = [pl.lit(np.nan, dtype=pl.Float64).alias(f"__spare_{i}") for i in range(spare_columns)]
+    return frame.select(*columns, *spare).to_numpy().astype(np.float64, copy=False)
 
 
 def encode_row(values: dict[str, object], features: list[str]) -> FloatMatrix:
-    """The same encoding for one claim's feature mapping (the serving path)."""
-    row = np.empty((1, len(features)), dtype=np.float64)
-    for i, name in enumerate(features):
+    """The same encoding for one claim's feature mapping (the serving path).
+
+    Raises:
+        CashbackError: naming a field whose value is not a number.
+
+    The values are gathered in a list and converted once (a request path: numpy's
+    per-item assignment would cost as much as the rest of the conversion).
+    """
+    row: list[float] = []
+    for name in features:
         value = values.get(name)
         if value is None:
-            row[0, i] = np.nan
+            row.append(math.nan)
         elif name in CATEGORICAL:
             vocabulary = CATEGORICAL[name]
-            row[0, i] = vocabulary.index(str(value)) if value in vocabulary else np.nan
+            row.append(vocabulary.index(str(value)) if value in vocabulary else math.nan)
         else:
-            row[0, i] = float(value)  # type: ignore[arg-type]
-    return row
+            try:
+                row.append(float(value))  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                msg = f"claim field {name}: expected a number, got {value!r}"
+                raise CashbackError(msg) from None
+    return np.array([row], dtype=np.float64)

@@ -45,6 +45,7 @@ def synthetic_claims(n: int, seed: int) -> pl.DataFrame:
             "lifecycle": rng.choice(["new", "regular", "at_risk", "inactive"], n),
             "cashback_share": rng.uniform(0.0, 0.1, n),
             "customer_claims_1h": rng.poisson(0.3, n) + 1,
+            "amount": rng.uniform(10.0, 300.0, n).round(2),
             "cashback_amount": rng.uniform(0.5, 20.0, n).round(2),
             "label": fraud.astype(np.int8),
         }

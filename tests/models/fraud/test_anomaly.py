@@ -126,6 +126,36 @@ def test_large_batches_go_in_blocks_with_the_same_scores(monkeypatch: pytest.Mon
     assert scorer.score(np.empty((0, 6))).shape == (0,)
 
 
+def test_threads_and_memory_layouts_do_not_change_the_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a scorer, and rows cut in many small tasks (7-row blocks, 3 blocks a task)
+    scorer = AnomalyScorer(n_estimators=20, random_state=3).fit(claims_like(1_000, 6, seed=8))
+    test = claims_like(1_001, 6, seed=10, nan_share=0.1)
+    test[:5] = 1e39  # beyond float32: inf, as sklearn's cast
+    monkeypatch.setattr("models.fraud.anomaly.BLOCK_CELLS", 150)
+    monkeypatch.setattr("models.fraud.anomaly.TASK_BLOCKS", 3)
+    monkeypatch.setattr("models.fraud.anomaly.THREADS", 1)
+    alone = scorer.score(test)
+
+    # when a pool of threads walks them, and the rows come in other layouts and types
+    monkeypatch.setattr("models.fraud.anomaly.THREADS", 4)
+    pooled = scorer.score(test)
+    fortran = scorer.score(np.asfortranarray(test))
+    strided = scorer.score(np.hstack([test, test])[:, :6])
+    as_lists = scorer.score([[None if np.isnan(v) else float(v) for v in row] for row in test])
+
+    # then every score is the same, bit for bit, and still sklearn's
+    for other in (pooled, fortran, strided, as_lists):
+        np.testing.assert_array_equal(other, alone)
+    with np.errstate(over="ignore"):  # sklearn's own cast of 1e39
+        want = sklearn_scores(scorer, test)
+    np.testing.assert_allclose(alone, want, rtol=0.0, atol=TOLERANCE)
+    assert scorer.score_one(test[5]) == alone[5]
+    # and the caller's rows are not written to
+    assert np.isnan(test).any()
+
+
 def test_average_path_length_is_sklearns() -> None:
     from sklearn.ensemble._iforest import _average_path_length
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import polars as pl
+import pytest
 
+from cashback.errors import CashbackError
 from models.fraud.artifacts import load_model, save_model
 from models.fraud.dataset import encode
 from models.fraud.decisions import Thresholds
@@ -100,3 +102,24 @@ def test_flagged_claims_get_reasons_in_words_and_an_abuse_type(fitted_fraud: Fit
     )
     # and the abuse type is the family that added the most risk
     assert explanation.abuse_type == "multi_account"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("cashback_amount", None, "cashback_amount is missing"),
+        ("cashback_amount", "two euros", "cashback_amount: expected an amount >= 0"),
+        ("amount", -5.0, "amount: expected an amount >= 0"),
+        ("tenure_days", "ten", "tenure_days: expected a number, got 'ten'"),
+    ],
+)
+def test_a_claim_with_a_missing_or_malformed_field_is_a_clear_error(
+    fitted_fraud: Fitted, field: str, value: object, match: str
+) -> None:
+    # given a valid claim with one field missing or malformed
+    model, limits, claims = fitted_fraud
+    claim = {**claims.row(0, named=True), "amount": 50.0, field: value}
+
+    # then scoring it names the field and what was expected
+    with pytest.raises(CashbackError, match=match):
+        FraudScorer(model, limits, None).score_one(claim)
