@@ -39,6 +39,8 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
+segments_app = typer.Typer(help="Customer segments for marketers.", no_args_is_help=True)
+app.add_typer(segments_app, name="segments")
 train_app = typer.Typer(help="Train models and register them as challengers.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 fraud_app = typer.Typer(help="Score claims, backtest rules.", no_args_is_help=True)
@@ -358,6 +360,29 @@ def fraud_score(
         f"({done.flagged:,} sent to review or blocked); {len(done.skipped)} days already "
         f"scored by this model; scores in {settings.data_dir / 'scores' / 'fraud'}"
     )
+
+
+class ExportFormat(StrEnum):
+    """File formats of an export."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+@segments_app.command("export")
+def segments_export(
+    out: Annotated[Path, typer.Option(help="the file to write")],
+    file_format: Annotated[
+        ExportFormat, typer.Option("--format", help="csv or parquet")
+    ] = ExportFormat.CSV,
+) -> None:
+    """customer_id, segment, lifecycle, churn probability and CLV, one row per customer."""
+    from pipelines.export_segments import run  # noqa: PLC0415
+
+    done = run(get_settings(), out, file_format.value)
+    _say(f"{done.customers:,} customers as of the close {done.close} written to {done.path}")
+    for note in done.notes:
+        _say(f"note: {note}")
 
 
 @train_app.command("churn")
