@@ -41,6 +41,8 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 segments_app = typer.Typer(help="Customer segments for marketers.", no_args_is_help=True)
 app.add_typer(segments_app, name="segments")
+customers_app = typer.Typer(help="Customer scores for serving.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
 train_app = typer.Typer(help="Train models and register them as challengers.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 fraud_app = typer.Typer(help="Score claims, backtest rules.", no_args_is_help=True)
@@ -385,6 +387,33 @@ def segments_export(
         _say(f"note: {note}")
 
 
+@customers_app.command("score")
+def customers_score(
+    materialize: Annotated[
+        bool, typer.Option(help="load the scores into the online store afterwards")
+    ] = True,
+) -> None:
+    """Score every customer with the champions (segment, churn, CLV) into the feature store."""
+    from pipelines.score_customers import run  # noqa: PLC0415
+
+    settings = get_settings()
+    done = run(settings)
+    used = ", ".join(f"{k} v{v}" for k, v in done.versions.items() if v is not None)
+    _say(
+        f"{done.scores.height:,} customers scored as of the close {done.close:%Y-%m-%d} "
+        f"({used or 'no champions'}); written to {done.path}"
+    )
+    for note in done.notes:
+        _say(f"note: {note}")
+    if materialize:
+        from features.store import apply, materialize_tables  # noqa: PLC0415
+
+        apply(settings)
+        reports = materialize_tables(settings)
+        written = {r.feature_view: r.written for r in reports}
+        _say(f"online store: {written.get('customer_scores', 0):,} customer scores written")
+
+
 @train_app.command("churn")
 def train_churn(
     snapshot: Annotated[
@@ -443,6 +472,10 @@ def train_clv() -> None:
     error = result.metrics.get("next_purchase_median_abs_error_days")
     if error is not None:
         _say(f"expected next purchase: median error {error:.1f} days")
+    _say(
+        f"registered cashback-clv version {result.version} as challenger (held-out customers: "
+        f"MAE {result.metrics['mae']:,.2f}, Spearman {result.metrics['spearman']:.3f})"
+    )
 
 
 @train_app.command("fraud")

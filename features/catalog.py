@@ -24,6 +24,7 @@ CLOSE = "close_ts"
 TS = pl.Datetime("us", "UTC")
 FRESH = "claim_fresh"
 ON_DEMAND = "claim_on_demand"
+SCORES_VIEW = "customer_scores"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ SERVICES: dict[str, tuple[str, ...]] = {
     "churn_v1": ("customer_behaviour", "customer_cashback", "customer_lifecycle"),
     "rates_v1": ("customer_behaviour", "customer_cashback", "customer_lifecycle"),
     "segments_v1": ("customer_behaviour", "customer_lifecycle"),
+}
+# services that serve model outputs (read online; not computable from the events)
+OUTPUT_SERVICES: dict[str, tuple[str, ...]] = {
+    "customers_v1": ("customer_lifecycle", SCORES_VIEW),
 }
 
 
@@ -97,23 +102,41 @@ def views(config: FeatureSettings) -> dict[str, View]:
     return out
 
 
+def output_views() -> dict[str, View]:
+    """Views of model outputs (written by scoring jobs, not computed from the events).
+
+    `customer_scores` (`cashback customers score`): the champion models' segment, churn
+    probability, CLV and expected days to the next purchase, per customer.
+    """
+    scores = pl.Schema(
+        {
+            "segment": pl.String,
+            "churn_probability": pl.Float64,
+            "clv": pl.Float64,
+            "next_purchase_days": pl.Float64,
+        }
+    )
+    return {SCORES_VIEW: View(SCORES_VIEW, "customer", "customer_id", scores)}
+
+
 def service_views(service: str) -> tuple[str, ...]:
     """The views (and fresh / on-demand groups) of a feature service.
 
     Raises:
         CashbackError: naming the known services when `service` is not one.
     """
+    known = SERVICES | OUTPUT_SERVICES
     try:
-        return SERVICES[service]
+        return known[service]
     except KeyError:
-        msg = f"unknown feature service {service!r}; known: {', '.join(SERVICES)}"
+        msg = f"unknown feature service {service!r}; known: {', '.join(known)}"
         raise CashbackError(msg) from None
 
 
 def service_features(service: str, config: FeatureSettings) -> list[str]:
     """Every feature name a service returns, in order."""
     names: list[str] = []
-    all_views = views(config)
+    all_views = views(config) | output_views()
     for view in service_views(service):
         if view == FRESH:
             names += FRESH_FEATURES

@@ -18,7 +18,15 @@ import polars as pl
 
 from cashback.errors import CashbackError
 from cashback.settings import Settings
-from features.catalog import FRESH, ON_DEMAND, SERVICES, View, views
+from features.catalog import (
+    FRESH,
+    ON_DEMAND,
+    OUTPUT_SERVICES,
+    SERVICES,
+    View,
+    output_views,
+    views,
+)
 from features.fresh import FRESH_FEATURES, ON_DEMAND_FEATURES, on_demand_row
 
 EVENT_TS = "event_timestamp"
@@ -146,10 +154,14 @@ def feast_objects(settings: Settings) -> list[Any]:
             schema=[Field(name=n, dtype=_feast_type(t)) for n, t in view.schema.items()],
             source=source,
             online=True,
-            description=f"{view.entity} features as of the last daily close",
+            description=(
+                f"{view.entity} model outputs as of the last scoring"
+                if view.name in output_views()
+                else f"{view.entity} features as of the last daily close"
+            ),
         )
 
-    batch = {name: feature_view(view) for name, view in all_views.items()}
+    batch = {name: feature_view(view) for name, view in (all_views | output_views()).items()}
     request = RequestSource(
         name=CLAIM_REQUEST,
         schema=[
@@ -170,7 +182,7 @@ def feast_objects(settings: Settings) -> list[Any]:
         mode="python",
     )(_fresh_copy(_claim_on_demand))
     services = []
-    for service, groups in SERVICES.items():
+    for service, groups in (SERVICES | OUTPUT_SERVICES).items():
         members = [batch[g] for g in groups if g in batch]
         if ON_DEMAND in groups:
             members.append(on_demand)
@@ -222,7 +234,8 @@ def materialize_tables(settings: Settings, end: datetime | None = None) -> list[
     """Load the batch tables into the online store, incrementally by entity.
 
     The batch tables hold one close; they are read whole and rows older than what the store
-    holds for an entity are skipped, so this is safe to re-run.
+    holds for an entity are skipped, so this is safe to re-run. Model-output views are
+    loaded when their table exists (`cashback customers score` writes customer_scores).
 
     Args:
         settings: the service settings.
@@ -235,4 +248,6 @@ def materialize_tables(settings: Settings, end: datetime | None = None) -> list[
     from features.online.writer import EPOCH  # noqa: PLC0415
 
     until = end or built_close(settings)
-    return list(materialize(feature_store(settings), end=until, start=EPOCH))
+    names = [*views(settings.features)]
+    names += [v for v in output_views() if batch_table_path(settings, v).exists()]
+    return list(materialize(feature_store(settings), end=until, start=EPOCH, feature_views=names))

@@ -11,7 +11,14 @@ import polars as pl
 
 from cashback.errors import CashbackError
 from cashback.settings import FeatureSettings
-from features.catalog import FRESH, ON_DEMAND, service_features, service_views, views
+from features.catalog import (
+    FRESH,
+    ON_DEMAND,
+    OUTPUT_SERVICES,
+    service_features,
+    service_views,
+    views,
+)
 from features.customer_frame import CLOSE, FeatureSources, close_of, customer_features
 from features.fresh import FRESH_FEATURES, fresh_features, on_demand_features
 from features.network import ENTITIES, network_features
@@ -53,6 +60,12 @@ def training_frame(
         CashbackError: for an unknown service or rows lacking a needed column.
     """
     groups = service_views(service)
+    if service in OUTPUT_SERVICES:
+        msg = (
+            f"feature service {service} serves model outputs: read it from the online store "
+            "(it has no point-in-time history to train on)"
+        )
+        raise CashbackError(msg)
     claim_level = FRESH in groups or ON_DEMAND in groups
     _require(entity_rows, ["customer_id", "ts", *(CLAIM_COLUMNS if claim_level else ())], service)
     # the requested rows are materialized once: every feature group below starts from them,

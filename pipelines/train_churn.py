@@ -61,7 +61,7 @@ def _purchases(sources: FeatureSources) -> pl.LazyFrame:
     return sources.transactions.filter(pl.col("amount") > 0).select(KEY, "ts", "amount")
 
 
-def _fit_bgnbd(
+def fit_bgnbd(
     frequency: np.ndarray, recency: np.ndarray, age: np.ndarray, snapshot: datetime
 ) -> BetaGeoModel:
     """BG/NBD by maximum likelihood; a looser tolerance when the optimum lies on a flat ridge.
@@ -88,7 +88,7 @@ def bgnbd_columns(purchases: pl.LazyFrame, snapshot: datetime, horizon_days: int
     """
     summary = rfm_summary(purchases, snapshot)
     f, r, t = (summary[c].to_numpy() for c in ("frequency", "recency", "T"))
-    model = _fit_bgnbd(f, r, t, snapshot)
+    model = fit_bgnbd(f, r, t, snapshot)
     return summary.select(KEY).with_columns(
         pl.lit(snapshot).cast(pl.Datetime("us", "UTC")).alias("ts"),
         pl.Series(BGNBD_FEATURES[0], model.expected_purchases(horizon_days, f, r, t)),

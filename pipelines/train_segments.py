@@ -15,8 +15,9 @@ One straight line:
    set, and in simulated worlds the ARI against the latent segments (active customers who
    are not fraudsters);
 7. the model logged and registered as `cashback-segments` with the alias `challenger`;
-8. the assignments written to `<feature dir>/tables/customer_segment.parquet`
-   (customer_id, close_ts, segment), for a feature view of the segment.
+8. this run's assignments written to `<feature dir>/tables/customer_segment.parquet`
+   (customer_id, close_ts, segment), for analysis; serving reads the champion's segments
+   from the customer_scores feature view (`cashback customers score`).
 """
 
 from __future__ import annotations

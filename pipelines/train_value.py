@@ -17,10 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
-from scipy.stats import spearmanr
 
 from cashback.errors import CashbackError
 from cashback.settings import CustomerModelSettings, Settings
@@ -31,9 +29,10 @@ from features.windows import Latest, window_aggregates
 from models.customers.bgnbd import rfm_summary
 from models.customers.gamma_gamma import GammaGammaModel
 from models.customers.snapshots import KEY
+from models.customers.value import ValueModel, fit_value, value_metrics
 from models.fraud.dataset import encode
 from pipelines.build_features import latest_close
-from pipelines.train_churn import _fit_bgnbd
+from pipelines.train_churn import fit_bgnbd
 
 SERVICE = "churn_v1"
 FOLDS = 5
@@ -49,12 +48,16 @@ class ValueTraining:
         horizon: H_v.
         metrics: MAE and Spearman of each predictor, next-purchase error.
         customers: per customer: actual and predicted spend, expected next purchase.
+        model: the LightGBM model fitted on every customer outside the evaluation fold.
+        version: the registered version of `cashback-clv` (None when not registered).
     """
 
     snapshot: datetime
     horizon: timedelta
     metrics: dict[str, float]
     customers: pl.DataFrame
+    model: ValueModel
+    version: str | None = None
 
 
 def _snapshot(first: datetime, end: datetime, horizon: timedelta) -> datetime:
@@ -81,12 +84,18 @@ def _spend(purchases: pl.LazyFrame, rows: pl.LazyFrame, horizon: timedelta) -> p
     )
 
 
-def _history(purchases: pl.LazyFrame, snapshot: datetime, horizon_days: int) -> pl.DataFrame:
-    """BG/NBD and Gamma-Gamma on the history: per customer expected purchases and spend."""
+def value_columns(purchases: pl.LazyFrame, snapshot: datetime, horizon_days: int) -> pl.DataFrame:
+    """BG/NBD and Gamma-Gamma fitted on the purchases before `snapshot`, per customer.
+
+    Returns:
+        customer_id (customers with a purchase before the snapshot), expected purchases and
+        expected spend over `horizon_days`, the probability alive, and the expected days to
+        the next purchase (null when the customer is more likely gone than alive).
+    """
     summary = rfm_summary(purchases, snapshot, value="amount")
     f, r, t = (summary[c].to_numpy() for c in ("frequency", "recency", "T"))
     monetary = summary["monetary_value"].fill_null(0.0).to_numpy()
-    bgnbd = _fit_bgnbd(f, r, t, snapshot)
+    bgnbd = fit_bgnbd(f, r, t, snapshot)
     spend = GammaGammaModel().fit(f, monetary)
     x = f + bgnbd.params[0]
     median_wait = (bgnbd.params[1] + t) * (np.power(2.0, 1.0 / x) - 1.0)
@@ -107,36 +116,27 @@ def _cross_fitted(
     x: np.ndarray, y: np.ndarray, folds: np.ndarray, config: CustomerModelSettings
 ) -> np.ndarray:
     """Out-of-fold Tweedie LightGBM predictions (one row per customer, folds by customer)."""
-    params = {
-        "objective": "tweedie",
-        "tweedie_variance_power": 1.3,
-        "learning_rate": config.learning_rate,
-        "num_leaves": 15,
-        "min_data_in_leaf": 50,
-        "feature_fraction": 0.8,
-        "lambda_l2": 1.0,
-        "num_threads": 2,
-        "seed": config.seed,
-        "deterministic": True,
-        "verbosity": -1,
-    }
     out = np.empty(len(y))
+    names = [f"f{i}" for i in range(x.shape[1])]
     for k in range(FOLDS):
         held = folds == k
-        booster = lgb.train(params, lgb.Dataset(x[~held], y[~held]), num_boost_round=300)
-        out[held] = booster.predict(x[held])
+        out[held] = fit_value(config, names, x[~held], y[~held]).spend(x[held])
     return out
 
 
-def _errors(actual: np.ndarray, predicted: np.ndarray, name: str) -> dict[str, float]:
-    return {
-        f"{name}_mae": float(np.mean(np.abs(actual - predicted))),
-        f"{name}_spearman": float(spearmanr(actual, predicted).statistic),
-    }
+def run(settings: Settings, *, register: bool = True) -> ValueTraining:
+    """Fit and compare the value predictors on the time split; register the LightGBM model.
 
+    The comparison uses cross-fitted predictions for every customer. The registered model is
+    fitted on the customers outside fold 0 and its gate metrics (`mae`, `spearman`) are
+    measured on fold 0, which it never saw: that fold is the run's evaluation set.
 
-def run(settings: Settings) -> ValueTraining:
-    """Fit and compare the value predictors on the time split.
+    Args:
+        settings: service settings (data_dir, customers, features, models).
+        register: log to MLflow and register as `cashback-clv` challenger.
+
+    Returns:
+        The split, the metrics, per-customer predictions, the model and its version.
 
     Raises:
         CashbackError: when the data are shorter than the horizon allows.
@@ -158,7 +158,7 @@ def run(settings: Settings) -> ValueTraining:
         )
         .join(_spend(purchases, later, horizon).select(KEY, pl.col("s@h").alias("actual")), on=KEY)
         .collect()
-        .join(_history(purchases, snapshot, config.value_horizon_days), on=KEY, how="left")
+        .join(value_columns(purchases, snapshot, config.value_horizon_days), on=KEY, how="left")
         .with_columns(pl.col("last_period", "actual") / 100)
         .sort(KEY)  # a stable row order: the same data give the same model
     )
@@ -168,14 +168,31 @@ def run(settings: Settings) -> ValueTraining:
     lightgbm = _cross_fitted(encode(frame, features), actual, folds, config)
     frame = frame.with_columns(pl.Series("lightgbm_spend", lightgbm))
     metrics = (
-        _errors(actual, frame["last_period"].to_numpy(), "last_period")
-        | _errors(actual, frame[COLUMNS[2]].fill_null(0.0).to_numpy(), "gamma_gamma")
-        | _errors(actual, lightgbm, "lightgbm")
+        value_metrics(actual, frame["last_period"].to_numpy(), "last_period")
+        | value_metrics(actual, frame[COLUMNS[2]].fill_null(0.0).to_numpy(), "gamma_gamma")
+        | value_metrics(actual, lightgbm, "lightgbm")
     )
     metrics |= _next_purchase_error(purchases, frame, snapshot)
     metrics["customers"] = float(frame.height)
+    held = folds == 0
+    x = encode(frame, features)
+    model = fit_value(config, features, x[~held], actual[~held])
+    found = value_metrics(actual[held], model.spend(x[held]), "gate")
+    metrics |= {k.removeprefix("gate_"): v for k, v in found.items()}
     keep = [KEY, "actual", "last_period", COLUMNS[2], "lightgbm_spend", "next_purchase_days"]
-    return ValueTraining(snapshot, horizon, metrics, frame.select(keep))
+    result = ValueTraining(snapshot, horizon, metrics, frame.select(keep), model)
+    if register:
+        from models.customers.value_lifecycle import register_value  # noqa: PLC0415 - MLflow
+
+        result.version = register_value(
+            settings,
+            model,
+            training=frame.filter(pl.Series(~held)),
+            evaluation=frame.filter(pl.Series(held)),
+            metrics=metrics,
+            snapshot=snapshot.isoformat(),
+        )
+    return result
 
 
 def _next_purchase_error(

@@ -528,9 +528,14 @@ class BetaGeoModel(BaseEstimator):  # type: ignore[misc]  # sklearn is untyped
         r, alpha, a, b = self.params
         z = horizon / (alpha + age + horizon)
         # Euler-transformed ((alpha+T)/(alpha+T+t))^(r+x) 2F1(r+x, b+x; a+b+x-1; z)
-        tail = np.exp((a - 1.0) * np.log1p(-z)) * hyp2f1(
-            a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z
-        )
+        with np.errstate(invalid="ignore", over="ignore"):
+            tail = np.exp((a - 1.0) * np.log1p(-z)) * hyp2f1(
+                a + b - 1.0 - r, a - 1.0, a + b + x - 1.0, z
+            )
+            # on a flat ridge (a and b huge) the Euler form is 0 x inf: FHL's own form is
+            # finite there
+            direct = np.exp((r + x) * np.log1p(-z)) * hyp2f1(r + x, b + x, a + b + x - 1.0, z)
+        tail = np.where(np.isfinite(tail), tail, direct)
         given_alive = np.asarray((a + b + x - 1.0) / (a - 1.0) * (1.0 - tail), dtype=np.float64)
         return self.probability_alive(x, t_x, age) * given_alive
 

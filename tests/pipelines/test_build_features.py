@@ -10,7 +10,7 @@ import pytest
 
 from cashback.errors import CashbackError
 from cashback.settings import FeatureStoreSettings, Settings
-from features.catalog import SERVICES, views
+from features.catalog import OUTPUT_SERVICES, SERVICES, views
 from features.customer_frame import FeatureSources, customer_features
 from features.store import EVENT_TS, feast_objects, feature_store
 from pipelines.build_features import run
@@ -60,7 +60,7 @@ def test_the_feast_repo_registers_entities_views_and_one_service_per_model(
     store = feature_store(settings)
     store.apply(feast_objects(settings))
     assert {e.name for e in store.list_entities()} == {"customer", "device", "ip"}
-    assert {fs.name for fs in store.list_feature_services()} == set(SERVICES)
+    assert {fs.name for fs in store.list_feature_services()} == set(SERVICES | OUTPUT_SERVICES)
     fraud = store.get_feature_service("fraud_v1")
     assert {p.name for p in fraud.feature_view_projections} == {
         "customer_behaviour", "customer_cashback", "customer_lifecycle",

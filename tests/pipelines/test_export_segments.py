@@ -40,8 +40,9 @@ def _cli(*args: str) -> str:
 def test_marketers_get_every_customer_with_segment_lifecycle_churn_and_clv(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    # given trained segments and a champion churn model
+    # given champion segment and churn models (and no value model: CLV falls back)
     _cli("train", "segments")
+    _cli("models", "promote", "segments")
     _cli("train", "churn")
     _cli("models", "promote", "churn")
 
@@ -62,8 +63,10 @@ def test_marketers_get_every_customer_with_segment_lifecycle_churn_and_clv(
     assert scored["churn_probability"].is_between(0, 1).all()
     assert frame.drop_nulls("clv")["clv"].min() >= 0  # type: ignore[operator]
     assert f"{frame.height:,} customers" in said
+    assert "clv is BG/NBD x Gamma-Gamma" in said
 
 
 def test_export_before_segments_names_the_command_to_run(data_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["segments", "export", "--out", str(tmp_path / "x.csv")])
     assert "cashback train segments" in str(result.exception)
+    assert "cashback models promote segments" in str(result.exception)

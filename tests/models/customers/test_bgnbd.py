@@ -17,6 +17,7 @@ import pytest
 from scipy.integrate import quad
 from scipy.optimize import approx_fprime
 from scipy.special import hyp2f1
+from scipy.stats import beta as beta_distribution
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
@@ -256,6 +257,28 @@ def test_conditional_expectation_matches_integral_over_the_posterior() -> None:
     np.testing.assert_allclose(
         model.expected_purchases(t, x, t_x, age), alive * expected, rtol=1e-7
     )
+
+
+def test_conditional_expectation_is_finite_and_right_on_a_flat_ridge() -> None:
+    """A fit where dropout is barely visible (a, b huge): the Euler form is 0 x inf there."""
+    r, alpha, a, b = 0.5, 10.0, 1e5, 1e6
+    model = BetaGeoModel.from_params(r, alpha, a, b)
+    x, t_x, age, t = np.array([0.0, 5.0, 50.0]), np.array([0.0, 200.0, 290.0]), 300.0, 90.0
+
+    def expected(xi: float) -> float:
+        # the posterior of p is so narrow that the integral runs over its central mass only
+        posterior = beta_distribution(a, b + xi)
+        lo, hi = posterior.ppf(1e-12), posterior.ppf(1 - 1e-12)
+
+        def given_p(p: float) -> float:
+            return -math.expm1(-(r + xi) * math.log1p(p * t / (alpha + age))) / p
+
+        return quad(lambda p: given_p(p) * posterior.pdf(p), lo, hi, limit=200)[0]
+
+    found = model.expected_purchases(t, x, t_x, [age] * 3)
+    alive = model.probability_alive(x, t_x, [age] * 3)
+    assert np.isfinite(found).all()
+    np.testing.assert_allclose(found, alive * [expected(xi) for xi in x], rtol=1e-6)
 
 
 def test_conditional_expectation_matches_the_published_formula() -> None:
