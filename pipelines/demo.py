@@ -2,8 +2,9 @@
 
 Builds whatever is absent, in order, on the embedded defaults: the simulated world in the
 data directory, its feature tables, the Feast registry and the SQLite online store, the
-champion fraud model in the local MLflow registry (later steps add the other models and the
-API), and says where it is.
+champion fraud model in the local MLflow registry, the customer models (churn, value,
+segments: each trained and promoted when the data allow, else skipped with the reason) and
+their scores in the online store, and says where it is.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def run(settings: Settings) -> Iterator[str]:
     yield f"  ground truth: {data / 'truth'}/ (segments, true fraud, explored exposures)"
     yield from _features(settings)
     yield from _fraud_model(settings)
+    yield from _customer_models(settings)
     yield f"check it: cashback data validate {data}"
 
 
@@ -81,4 +83,33 @@ def _fraud_model(settings: Settings) -> Iterator[str]:
         f"cashback-fraud v{trained.version} is the champion (PR-AUC on the audit sample "
         f"{trained.metrics['audit_pr_auc']:.3f}, decision: {result.decision}); "
         f"MLflow tracking: {settings.mlflow_tracking_uri}"
+    )
+
+
+def _customer_models(settings: Settings) -> Iterator[str]:
+    """Train and promote churn, value and segments if absent; score customers online."""
+    from cashback.errors import CashbackError  # noqa: PLC0415
+    from features.store import materialize_tables  # noqa: PLC0415
+    from models.registry import champion_version, promote  # noqa: PLC0415
+    from pipelines import score_customers, train_churn, train_segments, train_value  # noqa: PLC0415
+
+    jobs = {"churn": train_churn.run, "clv": train_value.run, "segments": train_segments.run}
+    for short, train in jobs.items():
+        version = champion_version(settings, short)
+        if version is not None:
+            yield f"{short} model found: cashback-{short} v{version} is the champion"
+            continue
+        try:
+            train(settings)
+        except CashbackError as error:
+            yield f"{short} model skipped: {error}"
+            continue
+        result = promote(settings, short)
+        yield f"cashback-{short} v{result.challenger_version} trained ({result.decision})"
+    scored = score_customers.run(settings)
+    reports = materialize_tables(settings)
+    written = sum(r.written for r in reports if r.feature_view == "customer_scores")
+    yield (
+        f"customer scores as of {scored.close:%Y-%m-%d} in the online store "
+        f"({written:,} written now)"
     )

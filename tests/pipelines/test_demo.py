@@ -31,3 +31,12 @@ def test_the_demo_builds_world_features_online_store_and_fraud_model_then_reuses
     assert any(line.startswith("feature tables found in") for line in second)
     assert any(line.startswith("cashback-fraud v1 is the champion") for line in first)
     assert "fraud model found: cashback-fraud v1 is the champion" in second
+    # the customer models: trained where 150 days allow, skipped with the reason otherwise
+    assert any(line.startswith("cashback-segments v1 trained (promoted)") for line in first)
+    assert any(line.startswith("churn model skipped: ") for line in first)
+    assert any(line.startswith("clv model skipped: too little history") for line in first)
+    assert "segments model found: cashback-segments v1 is the champion" in second
+    # and serving reads each customer's segment and lifecycle from the online store
+    customers = OnlineReader(feature_store(settings), "customers_v1").read(["C00000001"])
+    assert customers.features["segment"][0] is not None
+    assert customers.features["lifecycle"][0] is not None
