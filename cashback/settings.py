@@ -223,6 +223,64 @@ class SegmentSettings(BaseModel):
         return self
 
 
+class ExperimentSettings(BaseModel):
+    """Experiment assignment (`cashback experiments ...`, the serving API).
+
+    Changing `buckets` or `holdout_salt` reshuffles every customer (assignments already in
+    the assignments table stay: first assignment only).
+    """
+
+    holdout_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        lt=1.0,
+        description="global holdout: share of customers who get the default rate card and no "
+        "experiment",
+    )
+    holdout_salt: str = Field(
+        default="global-holdout", min_length=1, description="salt of the global holdout hash"
+    )
+    buckets: int = Field(
+        default=10_000, ge=100, le=1_000_000, description="hash buckets of a layer or holdout"
+    )
+
+
+class RateSettings(BaseModel):
+    """Personalized rates (`cashback train rates`): learners, policy and budget."""
+
+    grid: tuple[float, ...] = Field(
+        default=(0.0, 0.01, 0.02, 0.03, 0.05, 0.08), description="rates the policy may give"
+    )
+    min_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    max_rate: float = Field(default=0.08, gt=0.0, lt=1.0)
+    segment_caps: dict[str, float] = Field(
+        default_factory=dict, description="highest rate per segment name, e.g. {'inactive': 0.02}"
+    )
+    budget_share: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="budget per exposure window as a share of what the default rate card "
+        "costs for the same customers (None: no budget)",
+    )
+    excluded_attributes: tuple[str, ...] = Field(
+        default=("region", "age_band"),
+        description="customer attributes the policy never uses; the rate card reports the "
+        "average rate by each of them",
+    )
+    test_share: float = Field(
+        default=0.25, gt=0.0, lt=0.9, description="latest share of exposures held out"
+    )
+    max_training_exposures: int = Field(
+        default=400_000, ge=1_000, description="a seeded sample of the training exposures"
+    )
+    n_estimators: int = Field(default=300, ge=10)
+    learning_rate: float = Field(default=0.05, gt=0.0, le=1.0)
+    num_leaves: int = Field(default=31, ge=2)
+    min_child_samples: int = Field(default=200, ge=1)
+    bootstrap_replicates: int = Field(default=200, ge=10)
+    seed: int = Field(default=7, ge=0)
+
+
 class Settings(BaseSettings):
     """Service configuration.
 
@@ -255,6 +313,8 @@ class Settings(BaseSettings):
     fraud: FraudSettings = FraudSettings()
     customers: CustomerModelSettings = CustomerModelSettings()
     segments: SegmentSettings = SegmentSettings()
+    rates: RateSettings = RateSettings()
+    experiments: ExperimentSettings = ExperimentSettings()
 
     @property
     def feature_dir(self) -> Path:

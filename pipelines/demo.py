@@ -9,7 +9,7 @@ their scores in the online store, and says where it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import polars as pl
 
@@ -93,7 +93,11 @@ def _customer_models(settings: Settings) -> Iterator[str]:
     from models.registry import champion_version, promote  # noqa: PLC0415
     from pipelines import score_customers, train_churn, train_segments, train_value  # noqa: PLC0415
 
-    jobs = {"churn": train_churn.run, "clv": train_value.run, "segments": train_segments.run}
+    jobs: dict[str, Callable[[Settings], object]] = {
+        "churn": train_churn.run,
+        "clv": train_value.run,
+        "segments": train_segments.run,
+    }
     for short, train in jobs.items():
         version = champion_version(settings, short)
         if version is not None:
