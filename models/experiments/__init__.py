@@ -1,0 +1,1 @@
+"""Experiments: definitions, assignment, and analysis (frequentist, sequential, Bayesian, power)."""
