@@ -47,6 +47,10 @@ train_app = typer.Typer(help="Train models and register them as challengers.", n
 app.add_typer(train_app, name="train")
 fraud_app = typer.Typer(help="Score claims, backtest rules.", no_args_is_help=True)
 app.add_typer(fraud_app, name="fraud")
+experiments_app = typer.Typer(
+    help="Define, start, stop and assign experiments.", no_args_is_help=True
+)
+app.add_typer(experiments_app, name="experiments")
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -618,6 +622,101 @@ def _print_threshold_report(rows: list[dict[str, object]]) -> None:
             str(row.get("honest_customers_hit", "n/a")),
         )
     out_console.print(table)
+
+
+ExperimentKey = Annotated[str, typer.Argument(help="the experiment's key")]
+
+
+@experiments_app.command("create")
+def experiments_create(
+    file: Annotated[Path, typer.Argument(help="the YAML definition (see models/experiments)")],
+) -> None:
+    """Create a draft experiment from a YAML definition."""
+    from pipelines.experiments import create  # noqa: PLC0415
+
+    created = create(get_settings(), file)
+    _say(
+        f"created {created.key} (draft, layer {created.layer}); start it with "
+        f"`cashback experiments start {created.key}`"
+    )
+
+
+@experiments_app.command("list")
+def experiments_list() -> None:
+    """Every experiment: layer, status, window and variants."""
+    from pipelines.experiments import list_all  # noqa: PLC0415
+
+    rows = list_all(get_settings())
+    if not rows:
+        _say("no experiments yet: create one with `cashback experiments create FILE.yaml`")
+        return
+    table = Table("key", "layer", "status", "start (UTC)", "stop (UTC)", "variants", "defined")
+    for row in rows:
+        stop = f"{row.end:%Y-%m-%d %H:%M}" if row.end else "-"
+        variants = ", ".join(f"{name} {weight:.0%}" for name, weight, _ in row.variants)
+        cells = (row.key, row.layer, row.status, f"{row.start:%Y-%m-%d %H:%M}", stop, variants)
+        table.add_row(*(escape(str(c)) for c in cells), "yes" if row.defined else "no")
+    out_console.print(table)
+
+
+@experiments_app.command("show")
+def experiments_show(key: ExperimentKey) -> None:
+    """One experiment's definition, status, layer buckets and assignments per variant."""
+    import yaml  # noqa: PLC0415
+
+    from pipelines.experiments import show  # noqa: PLC0415
+
+    shown = show(get_settings(), key)
+    document = shown.definition.model_dump(mode="json")
+    out_console.print(escape(yaml.safe_dump(document, sort_keys=False)), highlight=False)
+    counts = ", ".join(f"{name} {n:,}" for name, n in shown.assigned.items())
+    _say(f"assigned so far: {counts}")
+
+
+@experiments_app.command("start")
+def experiments_start(key: ExperimentKey) -> None:
+    """Start a draft: refused when a running experiment of its layer overlaps it."""
+    from pipelines.experiments import start  # noqa: PLC0415
+
+    started = start(get_settings(), key)
+    buckets = started.layer_buckets
+    held = f"[{buckets.start}, {buckets.end})" if buckets else "-"
+    _say(
+        f"{started.key} is running from {started.start:%Y-%m-%d %H:%M} to "
+        f"{started.stop:%Y-%m-%d %H:%M} UTC, buckets {held} of layer {started.layer}"
+    )
+
+
+@experiments_app.command("stop")
+def experiments_stop(key: ExperimentKey) -> None:
+    """Stop a running experiment (its assignments stay)."""
+    from pipelines.experiments import stop  # noqa: PLC0415
+
+    stopped = stop(get_settings(), key)
+    _say(f"{stopped.key} stopped; its window ends {stopped.stop:%Y-%m-%d %H:%M} UTC")
+
+
+@experiments_app.command("assign")
+def experiments_assign(
+    key: ExperimentKey,
+    customers: Annotated[
+        Path | None,
+        typer.Option(
+            help="parquet/CSV with customer_id (and segment, lifecycle for targeting); "
+            "default: the customers table"
+        ),
+    ] = None,
+) -> None:
+    """Assign the customers the experiment takes; first assignments are kept (sticky)."""
+    from pipelines.experiments import assign  # noqa: PLC0415
+
+    done = assign(get_settings(), key, customers)
+    variants = ", ".join(f"{name} {n:,}" for name, n in sorted(done.variants.items()))
+    _say(
+        f"{done.customers:,} customers: {done.holdout:,} in the global holdout, "
+        f"{done.taken:,} taken by {done.key} ({done.added:,} new, {done.kept:,} kept their "
+        f"first assignment); in the table: {variants or 'none'}"
+    )
 
 
 def _say(line: str) -> None:

@@ -102,3 +102,17 @@ class ExperimentStatus(StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     COMPLETED = "completed"
+
+
+class ExperimentMetric(StrEnum):
+    """Metrics an experiment may name as primary or guardrail (computed per customer)."""
+
+    PARTICIPATION_RATE = "participation_rate"
+    RETENTION_7D = "retention_7d"
+    RETENTION_30D = "retention_30d"
+    PURCHASES_PER_CUSTOMER = "purchases_per_customer"
+    SPEND_PER_CUSTOMER = "spend_per_customer"
+    AVERAGE_ORDER_VALUE = "average_order_value"
+    CASHBACK_PAID = "cashback_paid"
+    NET_INCREMENTAL_MARGIN = "net_incremental_margin"
+    FRAUD_LOSS = "fraud_loss"
