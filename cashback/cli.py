@@ -519,6 +519,46 @@ def train_fraud(
     _say(f"registered cashback-fraud version {result.version} as challenger")
 
 
+@train_app.command("rates")
+def train_rates(
+    budget_share: Annotated[
+        float | None,
+        typer.Option(help="budget as a share of the default card's cost (default: the setting)"),
+    ] = None,
+) -> None:
+    """Learn the response to the rate, evaluate it off-policy, and price every customer."""
+    from pipelines.train_rates import run  # noqa: PLC0415
+
+    settings = get_settings()
+    if budget_share is not None:
+        rates = settings.rates.model_copy(update={"budget_share": budget_share})
+        settings = settings.model_copy(update={"rates": rates})
+    result = run(settings)
+    _say(
+        f"learnt from {result.data.train.height:,} randomized exposures before "
+        f"{result.data.split:%Y-%m-%d}; {result.data.test.height:,} held out"
+    )
+    table = Table("policy", "estimator", "net margin / exposure", "95 % CI", title="held out")
+    for row in result.ope.iter_rows(named=True):
+        if row["estimator"] in {"dr", "mean"}:
+            table.add_row(
+                row["policy"],
+                row["estimator"],
+                f"{row['value']:.3f}",
+                f"{row['low']:.3f} to {row['high']:.3f}",
+            )
+    out_console.print(table)
+    choice = result.choice
+    budget = "no budget" if choice.budget is None else f"budget {choice.budget:,.2f}"
+    _say(
+        f"{result.customers.height:,} customers priced as of {result.close:%Y-%m-%d}: expected "
+        f"incremental margin {choice.value:,.2f} for cashback {choice.cost:,.2f} per "
+        f"{settings.exposure_days}-day offer ({budget}, multiplier {choice.multiplier:.3f})"
+    )
+    for name, path in result.paths.items():
+        _say(f"{name}: {path}")
+
+
 @train_app.command("segments")
 def train_segments(
     close: Annotated[
