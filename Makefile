@@ -3,6 +3,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# tests that run reference libraries in isolated environments (gbstats) call uv this way
+export UV_COMMAND := $(UV)
 VENV := .venv
 BIN := $(VENV)/bin
 # OpenMP threads (LightGBM) that spin while waiting burn the other job's core when two run at

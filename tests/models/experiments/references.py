@@ -8,6 +8,8 @@ by uv, fed JSON and answering JSON.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import textwrap
@@ -24,9 +26,19 @@ import pytest
 from tests.conftest import shared_file
 
 REFERENCE_ENV = (
-    "uv", "run", "--isolated", "--no-project",
+    "run", "--isolated", "--no-project",
     "--with", "gbstats==0.8.0", "--with", "statsmodels==0.14.4", "python",
 )  # fmt: skip
+
+
+def _uv() -> list[str] | None:
+    """How to call uv: `UV_COMMAND` (the Makefile exports the one it uses), else `uv`."""
+    command = os.environ.get("UV_COMMAND")
+    if command:
+        return shlex.split(command)
+    found = shutil.which("uv")
+    return [found] if found else None
+
 
 READY = "references imported"
 
@@ -52,14 +64,15 @@ def run_reference(script: str, payload: Mapping[str, Any], directory: Path) -> d
     `result`. Before the marker line the environment could not be built or imported (skip);
     after it, any failure is the test's.
     """
-    if shutil.which("uv") is None:
+    uv = _uv()
+    if uv is None:
         pytest.skip("uv is not installed")
     (directory / "payload.json").write_text(json.dumps(payload))
     path = directory / "reference.py"
     path.write_text(HEADER + textwrap.dedent(script) + FOOTER)
     try:
         done = subprocess.run(
-            [*REFERENCE_ENV, str(path)],
+            [*uv, *REFERENCE_ENV, str(path)],
             capture_output=True, text=True, timeout=300, check=False, cwd=directory,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
