@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -49,6 +50,7 @@ from models.rates.uplift_metrics import qini_by_level
 from pipelines.build_features import latest_close
 
 log = logging.getLogger(__name__)
+Learner = TypeVar("Learner", SLearner, TLearner)
 TS = pl.Datetime("us", "UTC")
 CATEGORY_PREFIX = "share_"
 CATEGORY_SUFFIX = "_90d"
@@ -98,19 +100,9 @@ def _learner_params(config: RateSettings) -> dict[str, float | int]:
     }
 
 
-def _s_learner(config: RateSettings, objective: str) -> SLearner:
-    return SLearner(
-        objective=objective,
-        n_estimators=config.n_estimators,
-        learning_rate=config.learning_rate,
-        num_leaves=config.num_leaves,
-        min_child_samples=config.min_child_samples,
-        seed=config.seed,
-    )
-
-
-def _t_learner(config: RateSettings, objective: str) -> TLearner:
-    return TLearner(
+def _learner(kind: type[Learner], config: RateSettings, objective: str) -> Learner:
+    """An S- or T-learner with the configured LightGBM parameters."""
+    return kind(
         objective=objective,
         n_estimators=config.n_estimators,
         learning_rate=config.learning_rate,
@@ -143,7 +135,7 @@ def fit_response(data: RateData, settings: Settings) -> RateResponse:
     weight = 1.0 / train["propensity"].to_numpy()
     learners: dict[str, object] = {}
     for outcome, y in _targets(train).items():
-        learner = _s_learner(config, OUTCOME_OBJECTIVES[outcome])
+        learner = _learner(SLearner, config, OUTCOME_OBJECTIVES[outcome])
         learners[outcome] = learner.fit(x, rate, y, sample_weight=weight)
     return RateResponse(
         data.features,
@@ -162,7 +154,7 @@ def _qini(data: RateData, response: RateResponse, settings: Settings) -> pl.Data
     x_test = matrix(test, data.features)
     grid = np.asarray(config.grid)
     rows = []
-    t_learner = _t_learner(config, "tweedie").fit(
+    t_learner = _learner(TLearner, config, "tweedie").fit(
         matrix(train, data.features),
         train["rate"].to_numpy(),
         train["spend"].to_numpy(),

@@ -97,6 +97,17 @@ def _estimates(
     return np.array([ips, snips, (w * dr).sum() / total])
 
 
+def _resampled_counts(
+    cluster: IntArray, replicates: int, seed: int
+) -> tuple[IntArray, list[IntArray]]:
+    """Customer indices 0..C-1 per exposure, and per replicate each customer's draw count."""
+    _, index = np.unique(cluster, return_inverse=True)
+    customers = int(index.max()) + 1
+    rng = np.random.default_rng(seed)
+    uniform = np.full(customers, 1.0 / customers)
+    return index, [rng.multinomial(customers, uniform) for _ in range(replicates)]
+
+
 def evaluate_policy(
     data: LoggedData,
     target: IntArray,
@@ -120,13 +131,13 @@ def evaluate_policy(
     data.check()
     weight, weighted, dr = _terms(data, target)
     point = _estimates(weight, weighted, dr, np.ones_like(weight))
-    _, cluster = np.unique(data.cluster, return_inverse=True)
-    customers = int(cluster.max()) + 1
-    rng = np.random.default_rng(seed)
-    draws = np.empty((replicates, len(ESTIMATORS)))
-    for b in range(replicates):
-        counts = rng.multinomial(customers, np.full(customers, 1.0 / customers))
-        draws[b] = _estimates(weight, weighted, dr, counts[cluster].astype(np.float64))
+    cluster, resamples = _resampled_counts(data.cluster, replicates, seed)
+    draws = np.array(
+        [
+            _estimates(weight, weighted, dr, counts[cluster].astype(np.float64))
+            for counts in resamples
+        ]
+    )
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(draws, [tail, 100 - tail], axis=0)
     return {
@@ -137,14 +148,9 @@ def evaluate_policy(
 
 def logged_value(data: LoggedData, *, replicates: int = 200, seed: int = 0) -> Estimate:
     """The logging policy's own value: the mean reward, with a customer-bootstrap CI."""
-    _, cluster = np.unique(data.cluster, return_inverse=True)
-    customers = int(cluster.max()) + 1
-    rng = np.random.default_rng(seed)
-    sums = np.bincount(cluster, weights=data.reward, minlength=customers)
-    sizes = np.bincount(cluster, minlength=customers).astype(np.float64)
-    draws = np.empty(replicates)
-    for b in range(replicates):
-        counts = rng.multinomial(customers, np.full(customers, 1.0 / customers))
-        draws[b] = (counts * sums).sum() / (counts * sizes).sum()
+    cluster, resamples = _resampled_counts(data.cluster, replicates, seed)
+    sums = np.bincount(cluster, weights=data.reward)
+    sizes = np.bincount(cluster).astype(np.float64)
+    draws = np.array([(counts * sums).sum() / (counts * sizes).sum() for counts in resamples])
     low, high = np.percentile(draws, [2.5, 97.5])
     return Estimate(float(data.reward.mean()), float(low), float(high))
