@@ -36,7 +36,7 @@ lint: env  ## ruff check and format check
 typecheck: env  ## mypy, strict
 	$(BIN)/mypy
 
-services:  ## install the real services the tests use (redis-server) when missing
+services:  ## install what the tests run against (redis-server, chromium) when missing
 	bash scripts/install_services.sh
 
 pytest: env services  ## unit, integration and real-data tests (not the benchmarks)

@@ -94,15 +94,34 @@ def scan_parquet_path(path: Path) -> pl.LazyFrame:
     return pl.scan_parquet(path)
 
 
-def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
-    """Write one parquet file through a temp file and a rename."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp file beside `path` to write; renamed onto `path` only when the block succeeds.
+
+    Yields:
+        The temp file's path (in the same directory, created if needed, so the rename is
+        atomic). On error it is removed and `path` is left as it was.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
     try:
-        frame.write_parquet(tmp, compression=PARQUET_COMPRESSION, statistics=True)
+        yield tmp
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> Path:
+    """Write one parquet file through a temp file and a rename."""
+    with atomic_path(path) as tmp:
+        frame.write_parquet(tmp, compression=PARQUET_COMPRESSION, statistics=True)
+    return path
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    """Write a UTF-8 text file (a report, a JSON document) through a temp file and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

@@ -1,26 +1,49 @@
 #!/usr/bin/env bash
-# Install the real services the tests run against (today: redis-server), when missing.
+# Install the real services and programs the tests run against, when missing:
+#   redis-server  the Redis online store tests
+#   chromium      the browser tests of the HTML reports and the console (driven by Playwright)
 #
-# Idempotent and quiet: a no-op when redis-server is already on PATH. As root it installs the
-# Debian package; otherwise it says what to run and exits 0, so that the Redis tests skip
-# with that reason instead of failing the whole run.
+# Idempotent and quiet: a no-op when every program is already on PATH. As root it installs the
+# missing Debian packages in one apt-get call; otherwise it says what to run and exits 0, so
+# that the tests that need them skip with that reason instead of failing the whole run.
 set -euo pipefail
 
-if command -v redis-server >/dev/null 2>&1; then
+# program on PATH -> Debian package, and the tests that skip without it
+declare -A PACKAGE=([redis-server]=redis-server [chromium]=chromium)
+declare -A NEEDED_BY=(
+    [redis-server]="the Redis online store tests"
+    [chromium]="the browser tests (HTML reports, console)"
+)
+
+missing=()
+for program in redis-server chromium; do
+    command -v "$program" >/dev/null 2>&1 || missing+=("$program")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi
 
+packages=()
+for program in "${missing[@]}"; do
+    packages+=("${PACKAGE[$program]}")
+done
+
+skipped() {  # a reason, then the skip notice for each missing program
+    local program
+    for program in "${missing[@]}"; do
+        echo "install_services: $program is missing ($1); ${NEEDED_BY[$program]} will be skipped." >&2
+    done
+}
+
 if [[ "$(id -u)" -ne 0 ]]; then
-    echo "install_services: redis-server is missing and this is not root;" \
-        "the Redis online store tests will be skipped." \
-        "Install it with: sudo apt-get install -y redis-server" >&2
+    skipped "not root"
+    echo "install_services: install with: sudo apt-get install -y ${packages[*]}" >&2
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install_services: redis-server is missing and apt-get is not available;" \
-        "install redis-server with this system's package manager." \
-        "The Redis online store tests will be skipped." >&2
+    skipped "no apt-get"
+    echo "install_services: install ${packages[*]} with this system's package manager." >&2
     exit 0
 fi
 
@@ -28,13 +51,15 @@ export DEBIAN_FRONTEND=noninteractive
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # Quiet on success; the whole apt output on failure.
-if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; } \
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${packages[@]}"; } \
     >"$log" 2>&1; then
     cat "$log" >&2
-    echo "install_services: installing redis-server failed (see above)" >&2
+    echo "install_services: installing ${packages[*]} failed (see above)" >&2
     exit 1
 fi
-# The package may start a system-wide instance on 6379; the tests start their own on a free
-# port, so it does no harm, but it is not needed either.
-command -v redis-server >/dev/null
-echo "install_services: installed $(redis-server --version | cut -d' ' -f3)"
+# The redis package may start a system-wide instance on 6379; the tests start their own on a
+# free port, so it does no harm, but it is not needed either.
+for program in "${missing[@]}"; do
+    command -v "$program" >/dev/null
+done
+echo "install_services: installed ${packages[*]}"

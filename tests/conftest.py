@@ -1,14 +1,19 @@
-"""Shared fixtures: hermetic settings, and the real data sets of ../shared/data."""
+"""Shared fixtures: hermetic settings, the real data sets of ../shared/data, a headless browser."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cashback.settings import Settings, get_settings
 from pipelines.simulate import run, world_config
+from tests.browser import OpenPage, launch_chromium, page_opener
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -56,3 +61,17 @@ def default_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def hard_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hard-preset world of 20,000 customers over a year."""
     return _simulate(tmp_path_factory.mktemp("sim"), "hard", seed=11)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    """One headless system Chromium per test process (skips without chromium or playwright)."""
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def open_page(chromium: Browser) -> Iterator[OpenPage]:
+    """`open_page(path_or_url, viewport=DESKTOP) -> PageView`, each in its own browser context."""
+    with page_opener(chromium) as opener:
+        yield opener
