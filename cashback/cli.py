@@ -759,6 +759,189 @@ def experiments_assign(
     )
 
 
+class Correction(StrEnum):
+    """Multiple-testing corrections across metrics and variants."""
+
+    HOLM = "holm"
+    BH = "bh"
+
+
+def _number(value: object, spec: str = ",.4g") -> str:
+    if isinstance(value, int | float) and math.isfinite(value):
+        return format(value, spec)
+    return "n/a"
+
+
+def _interval(low: object, high: object, spec: str = ",.4g") -> str:
+    if isinstance(low, int | float) and math.isfinite(low):
+        return f"{_number(low, spec)} to {_number(high, spec)}"
+    return "n/a"
+
+
+def _lift_cells(row: dict[str, object]) -> tuple[str, ...]:
+    cuped = (
+        f"{_number(row['cuped_absolute'])} ({_number(row['variance_reduction'], '.0%')} var.)"
+        if isinstance(row["cuped_absolute"], float) and math.isfinite(row["cuped_absolute"])
+        else "-"
+    )
+    return (
+        _number(row["mean_control"]),
+        _number(row["mean_treatment"]),
+        _number(row["absolute"], "+,.4g"),
+        _interval(row["absolute_ci_low"], row["absolute_ci_high"]),
+        _number(row["relative"], "+.1%"),
+        _interval(row["relative_ci_low"], row["relative_ci_high"], "+.1%"),
+        _number(row["adjusted_p_value"], ".3g"),
+        cuped,
+        _interval(row["sequential_ci_low"], row["sequential_ci_high"]),
+        _number(row["chance_to_win"], ".0%"),
+    )
+
+
+@experiments_app.command("analyze")
+def experiments_analyze(
+    key: ExperimentKey,
+    cap: Annotated[
+        float | None,
+        typer.Option(help="cap mean metrics at this pooled quantile, e.g. 0.99 (default: none)"),
+    ] = None,
+    correction: Annotated[
+        Correction | None,
+        typer.Option(help="multiple-testing correction across metrics x variants"),
+    ] = None,
+    primary: Annotated[
+        str | None,
+        typer.Option(help="the primary metric (default: the definition's, else the setting)"),
+    ] = None,
+) -> None:
+    """Lifts of every metric with CIs, CUPED, SRM, sequential and Bayesian reads, a verdict."""
+    from pipelines.experiment_analysis import run  # noqa: PLC0415
+
+    if cap is not None and not 0 < cap <= 1:
+        msg = f"--cap is a quantile in (0, 1], e.g. 0.99; got {cap}"
+        raise CashbackError(msg)
+    done = run(
+        get_settings(),
+        key,
+        cap=cap,
+        correction=correction.value if correction else None,
+        primary=primary,
+    )
+    analysis = done.analysis
+    design, srm = analysis.design, analysis.srm
+    counts = ", ".join(f"{v} {n:,}" for v, n in zip(design.variants, srm.observed, strict=True))
+    _say(
+        f"{design.key} ({design.source}): {counts}; window {design.start:%Y-%m-%d} to "
+        f"{design.end:%Y-%m-%d} UTC; against the control {design.control!r}"
+    )
+    status = "MISMATCH: do not trust the results" if srm.mismatch else "ok"
+    _say(f"SRM: {status} (chi-square p = {srm.p_value:.3g}, threshold {srm.threshold:g})")
+    options = analysis.options
+    capped = f", capped at the {options.cap_quantile:g} quantile" if options.cap_quantile else ""
+    table = Table(
+        "metric",
+        "variant",
+        "control",
+        "variant mean",
+        "lift",
+        f"{1 - options.alpha:.0%} CI",
+        "relative",
+        "relative CI",
+        f"adj. p ({options.correction})",
+        "CUPED lift",
+        "always-valid CI",
+        "P(beat control)",
+        title=f"lifts against {design.control}{capped}",
+    )
+    for row in analysis.to_frame().iter_rows(named=True):
+        role = {"primary": " (primary)", "guardrail": " (guardrail)"}.get(str(row["role"]), "")
+        table.add_row(
+            escape(f"{row['metric']}{role}"), escape(str(row["variant"])), *_lift_cells(row)
+        )
+    out_console.print(table)
+    for verdict in analysis.verdicts:
+        _say(f"verdict {verdict.variant}: {verdict.decision.replace('_', ' ')}. {verdict.text}")
+    for message in analysis.messages:
+        _say(f"note: {message}")
+    if done.paths:
+        _say(f"results written to {next(iter(done.paths.values())).parent}")
+
+
+@experiments_app.command("power")
+def experiments_power(
+    baseline: Annotated[
+        float, typer.Option(help="the metric's mean in control (a share with --proportion)")
+    ],
+    daily_customers: Annotated[
+        float, typer.Option(help="new customers entering the experiment per day, all variants")
+    ],
+    sd: Annotated[
+        float | None, typer.Option(help="the metric's standard deviation per customer")
+    ] = None,
+    proportion: Annotated[
+        bool, typer.Option("--proportion", help="the metric is a proportion (sd from it)")
+    ] = False,
+    mde: Annotated[
+        float | None,
+        typer.Option(help="effect to detect: relative (0.02 = +2 %) unless --absolute"),
+    ] = None,
+    absolute: Annotated[
+        bool, typer.Option("--absolute", help="--mde is in the metric's units")
+    ] = False,
+    days: Annotated[float | None, typer.Option(help="duration: gives the MDE")] = None,
+    cuped_rho: Annotated[
+        float, typer.Option(help="correlation of the metric with its pre-period value")
+    ] = 0.0,
+    treatment_share: Annotated[float, typer.Option(help="share of customers treated")] = 0.5,
+) -> None:
+    """Minimum detectable effect of a plan, or the days an effect needs, with and without CUPED."""
+    from models.experiments.power import plan_experiment  # noqa: PLC0415
+
+    if (sd is None) == (not proportion):
+        msg = "give the metric's spread: --sd S for a mean, or --proportion for a share"
+        raise CashbackError(msg)
+    if (mde is None) == (days is None):
+        msg = "give one of --mde (to get the days needed) or --days (to get the MDE)"
+        raise CashbackError(msg)
+    config = get_settings().experiments
+    rhos = [0.0] + ([cuped_rho] if cuped_rho else [])
+    try:
+        plans = [
+            plan_experiment(
+                daily_customers=daily_customers,
+                baseline_mean=baseline,
+                baseline_variance=None if sd is None else sd**2,
+                days=days,
+                mde=mde,
+                relative=not absolute,
+                alpha=config.alpha,
+                power=config.power,
+                treatment_share=treatment_share,
+                cuped_rho=rho,
+            )
+            for rho in rhos
+        ]
+    except ValueError as error:
+        raise CashbackError(str(error)) from None
+    table = Table(
+        "plan",
+        "days",
+        "customers (control / treatment)",
+        "MDE",
+        "MDE relative",
+        title=f"alpha {config.alpha:g}, power {config.power:.0%}",
+    )
+    for rho, found in zip(rhos, plans, strict=True):
+        table.add_row(
+            f"CUPED, rho {rho:g}" if rho else "without CUPED",
+            f"{found.days:,.0f}",
+            f"{found.n_control:,.0f} / {found.n_treatment:,.0f}",
+            _number(found.mde_absolute),
+            _number(found.mde_relative, ".2%"),
+        )
+    out_console.print(table)
+
+
 def _say(line: str) -> None:
     out_console.print(escape(line), soft_wrap=True, highlight=False)
 

@@ -243,6 +243,49 @@ class ExperimentSettings(BaseModel):
     buckets: int = Field(
         default=10_000, ge=100, le=1_000_000, description="hash buckets of a layer or holdout"
     )
+    alpha: float = Field(
+        default=0.05, gt=0.0, lt=0.5, description="1 - the level of the analysis' intervals"
+    )
+    correction: Literal["holm", "bh"] = Field(
+        default="holm",
+        description="multiple-testing correction across metrics x variants: holm (family-wise "
+        "error) or bh (Benjamini-Hochberg, false discovery rate)",
+    )
+    cap_quantile: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="cap mean metrics at this pooled quantile (e.g. 0.99); None: no capping",
+    )
+    srm_threshold: float = Field(
+        default=0.001, gt=0.0, lt=1.0, description="flag a sample ratio mismatch below this p"
+    )
+    sequential_tuning_n: float = Field(
+        default=5_000.0,
+        gt=0.0,
+        description="customers (all variants) at which the always-valid intervals are tightest",
+    )
+    primary_metric: str = Field(
+        default="net_incremental_margin",
+        description="primary metric of an experiment without a stored definition (simulated, "
+        "imported)",
+    )
+    guardrail_metrics: tuple[str, ...] = Field(
+        default=("fraud_loss",),
+        description="guardrail metrics of an experiment without a stored definition",
+    )
+    outcome_covariates: tuple[str, ...] = Field(
+        default=("history",),
+        description="imported outcomes that are pre-experiment values (Hillstrom's history): "
+        "CUPED covariates, not analysed as outcomes",
+    )
+    power: float = Field(
+        default=0.8, gt=0.0, lt=1.0, description="power of the planning calculator"
+    )
+    results_subdirectory: str = Field(
+        default="experiments/results",
+        description="under data_dir: analysis results, one directory per experiment key",
+    )
 
 
 class RateSettings(BaseModel):

@@ -96,18 +96,20 @@ def normal_posterior(mean: float, sd: float, *, alpha: float, lower_is_better: b
 
     Args:
         mean: posterior mean of the lift.
-        sd: posterior standard deviation (> 0).
+        sd: posterior standard deviation (>= 0).
         alpha: 1 - the credible level.
         lower_is_better: whether a negative lift is a win.
 
     Returns:
-        The posterior's summary.
+        The posterior's summary. With sd = 0 (a relative lift over a treatment constant at
+        0 is exactly -1) the posterior is a point mass at `mean`.
     """
     z_half = float(special.ndtri(1 - alpha / 2))
     ci_low, ci_high = mean - z_half * sd, mean + z_half * sd
     gain = expected_positive_part(mean, sd)  # E[max(lift, 0)]
     drop = expected_positive_part(-mean, sd)  # E[max(-lift, 0)]
-    up = float(special.ndtr(mean / sd))  # P(lift > 0)
+    # P(lift > 0)
+    up = float(special.ndtr(mean / sd)) if sd > 0 else 0.5 if mean == 0 else float(mean > 0)
     if lower_is_better:
         return Posterior(mean, sd, ci_low, ci_high, 1 - up, gain, drop)
     return Posterior(mean, sd, ci_low, ci_high, up, drop, gain)

@@ -169,3 +169,44 @@ def days_needed(
         treatment_share=treatment_share,
         cuped_rho=cuped_rho,
     )
+
+
+def plan_experiment(
+    *,
+    daily_customers: float,
+    baseline_mean: float,
+    baseline_variance: float | None = None,
+    days: float | None = None,
+    mde: float | None = None,
+    relative: bool = True,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    treatment_share: float = 0.5,
+    cuped_rho: float = 0.0,
+) -> PowerPlan:
+    """The MDE of a duration, or the days an effect needs: exactly one of `days` and `mde`.
+
+    The CLI's and the report's single entry point to `minimum_detectable_effect` (given
+    `days`) and `days_needed` (given `mde`, relative to the baseline unless `relative` is
+    False); every other argument means what it means there.
+
+    Returns:
+        The plan.
+
+    Raises:
+        ValueError: when both or neither of `days` and `mde` are given, or an input is out
+            of range.
+    """
+    if (days is None) == (mde is None):
+        raise ValueError("give exactly one of days (for the MDE) and mde (for the days)")
+    shared = {
+        "daily_customers": daily_customers,
+        "baseline_mean": baseline_mean,
+        "alpha": alpha,
+        "power": power,
+        "treatment_share": treatment_share,
+        "cuped_rho": cuped_rho,
+    }
+    if days is not None:
+        return minimum_detectable_effect(days=days, baseline_variance=baseline_variance, **shared)
+    return days_needed(mde or 0.0, relative=relative, baseline_variance=baseline_variance, **shared)

@@ -76,3 +76,13 @@ def test_the_positive_part_of_a_point_mass_is_its_positive_part() -> None:
     # given no uncertainty, then E[max(X, 0)] is max(x, 0)
     assert expected_positive_part(2.0, 0.0) == 2.0
     assert expected_positive_part(-2.0, 0.0) == 0.0
+
+
+def test_a_treatment_constant_at_zero_has_a_point_mass_relative_posterior() -> None:
+    # given a treatment where nobody converted, its relative lift is exactly -1
+    result = bayesian_from_summaries(Summary(100, 0.3, 0.21), Summary(100, 0.0, 0.0))
+    # then the relative posterior is a point mass there, not a division by zero
+    assert result.relative.mean == -1.0
+    assert result.relative.sd == 0.0
+    assert result.relative.chance_to_win == 0.0
+    assert result.relative.expected_loss == 1.0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.experiments.power import days_needed, minimum_detectable_effect
+from models.experiments.power import days_needed, minimum_detectable_effect, plan_experiment
 from models.experiments.stats import Summary, compare_summaries
 from tests.models.experiments.references import run_reference
 
@@ -134,3 +134,15 @@ def test_a_plan_detects_its_mde_with_the_promised_power() -> None:
 def test_impossible_plans_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         minimum_detectable_effect(daily_customers=100, days=10, **kwargs)
+
+
+def test_one_entry_point_gives_the_mde_or_the_days() -> None:
+    given = {"daily_customers": 500.0, "baseline_mean": 0.1, "cuped_rho": 0.3}
+    by_days = plan_experiment(days=21, **given)
+    assert by_days == minimum_detectable_effect(days=21, **given)
+    by_mde = plan_experiment(mde=0.1, **given)
+    assert by_mde == days_needed(0.1, relative=True, **given)
+    absolute = plan_experiment(mde=0.01, relative=False, **given)
+    assert absolute == days_needed(0.01, relative=False, **given)
+    with pytest.raises(ValueError, match="exactly one of days"):
+        plan_experiment(days=21, mde=0.1, **given)
