@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -19,7 +19,16 @@ from rich.text import Text
 
 from cashback.errors import CashbackError
 from cashback.progress import enable_progress, progress_bar
-from cashback.settings import get_settings
+from cashback.settings import Settings, get_settings
+from cashback.vocab import Role
+
+if TYPE_CHECKING:
+    from pipelines.rates_card import RateCard
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from models.experiments.analysis import Verdict
 
 app = typer.Typer(
     name="cashback",
@@ -51,6 +60,11 @@ experiments_app = typer.Typer(
     help="Define, start, stop and assign experiments.", no_args_is_help=True
 )
 app.add_typer(experiments_app, name="experiments")
+rates_app = typer.Typer(
+    help="The rate card and the budget frontier of the last `cashback train rates`.",
+    no_args_is_help=True,
+)
+app.add_typer(rates_app, name="rates")
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -219,12 +233,19 @@ def _parse_time(text: str) -> datetime:
 
 
 @app.command("demo")
-def demo() -> None:
-    """Build the demo world (if absent) and every artefact later steps add; say where they are."""
+def demo(
+    serve_api: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="then serve the API (`cashback serve`)")
+    ] = True,
+) -> None:
+    """Build the demo world (if absent) and every artefact later steps add, then serve the API."""
     from pipelines.demo import run  # noqa: PLC0415
 
-    for line in run(get_settings()):
+    settings = get_settings()
+    for line in run(settings):
         out_console.print(escape(line), soft_wrap=True, highlight=False)
+    if serve_api:
+        _serve_demo(settings)
 
 
 ModelName = Annotated[
@@ -664,6 +685,184 @@ def _print_threshold_report(rows: list[dict[str, object]]) -> None:
     out_console.print(table)
 
 
+class CardFormat(StrEnum):
+    """How `cashback rates card` gives the card: printed, or as a file."""
+
+    TABLE = "table"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+def _card_format(file_format: CardFormat | None, out: Path | None) -> CardFormat:
+    """The format asked for, else the --out file's suffix's, else a printed table."""
+    from cashback.tables import export_format  # noqa: PLC0415
+
+    if out is None:
+        if file_format is CardFormat.PARQUET:
+            msg = "parquet is a binary format: give the file to write with --out PATH"
+            raise CashbackError(msg)
+        return file_format or CardFormat.TABLE
+    if file_format is CardFormat.TABLE:
+        msg = "--format table prints the card: write --out PATH as csv or parquet"
+        raise CashbackError(msg)
+    return file_format or CardFormat(export_format(out))
+
+
+@rates_app.command("card")
+def rates_card(
+    file_format: Annotated[
+        CardFormat | None,
+        typer.Option(
+            "--format",
+            help="table (printed), csv (to stdout without --out) or parquet "
+            "(default: the --out file's suffix, else table)",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write the card here, and the fairness table beside it as NAME_fairness"),
+    ] = None,
+) -> None:
+    """The segment x category rate card with totals, and the average rate by excluded attribute."""
+    from pipelines.rates_card import export_card, load_card  # noqa: PLC0415
+    from pipelines.rates_frontier import rates_directory  # noqa: PLC0415
+
+    settings = get_settings()
+    chosen = _card_format(file_format, out)
+    card = load_card(rates_directory(settings))
+    if chosen is CardFormat.CSV and out is None:
+        typer.echo(card.card.write_csv(), nl=False)
+        return
+    _print_card(card, settings.currency)
+    if out is not None:
+        written = export_card(card, out, "csv" if chosen is CardFormat.CSV else "parquet")
+        _say(f"rate card written to {written[0]}, average rates by attribute to {written[1]}")
+
+
+def _print_card(card: RateCard, currency: str) -> None:
+    """The card with its totals, the average rate by excluded attribute, and the gaps."""
+    from pipelines.rates_card import fairness_gaps  # noqa: PLC0415
+
+    table = Table(
+        "segment",
+        "category",
+        "rate",
+        "customers",
+        f"incremental margin ({currency})",
+        f"cashback ({currency})",
+        title="rate card (expected per offer window)",
+    )
+    for row in card.card.iter_rows(named=True):
+        table.add_row(
+            escape(str(row["segment"])),
+            escape(str(row["category"])),
+            f"{row['rate']:.1%}",
+            f"{row['customers']:,}",
+            f"{row['expected_incremental_margin']:,.2f}",
+            f"{row['expected_cashback']:,.2f}",
+        )
+    totals = card.totals
+    table.add_section()
+    table.add_row(
+        "total",
+        "",
+        "",
+        f"{totals['customers']:,.0f}",
+        f"{totals['expected_incremental_margin']:,.2f}",
+        f"{totals['expected_cashback']:,.2f}",
+    )
+    out_console.print(table)
+    fairness = Table(
+        "attribute", "value", "customers", "average rate", "vs all", title="excluded attributes"
+    )
+    for row in card.fairness.iter_rows(named=True):
+        fairness.add_row(
+            escape(str(row["attribute"])),
+            escape(str(row["value"])),
+            f"{row['customers']:,}",
+            f"{row['average_rate']:.2%}",
+            f"{row['difference'] * 100:+.2f} pts",
+        )
+    out_console.print(fairness)
+    for gap in fairness_gaps(card.fairness).iter_rows(named=True):
+        _say(
+            f"{gap['attribute']}: average rates differ by {gap['gap'] * 100:.2f} points between "
+            f"{gap['lowest']} (lowest) and {gap['highest']} (highest), though the policy never "
+            "uses it"
+        )
+
+
+@rates_app.command("simulate-budget")
+def rates_simulate_budget(
+    budgets: Annotated[
+        str | None,
+        typer.Option(
+            help="budgets separated by commas, as multiples of the default card's cost "
+            "(default: the rates.frontier_budgets setting), or amounts with --absolute",
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="instead of --budgets: N budgets from the cheapest allowed rates' cost up to "
+            "what the unconstrained policy spends",
+            min=2,
+        ),
+    ] = None,
+    absolute: Annotated[
+        bool, typer.Option("--absolute", help="--budgets are amounts in the currency")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="write the frontier here (.csv or .parquet)")
+    ] = None,
+) -> None:
+    """Expected incremental margin against the budget: the policy re-solved on saved values."""
+    from pipelines.rates_frontier import parse_budgets, simulate_budget  # noqa: PLC0415
+
+    if absolute and budgets is None:
+        msg = "--absolute says --budgets are amounts: give --budgets"
+        raise CashbackError(msg)
+    settings = get_settings()
+    found = simulate_budget(
+        settings,
+        budgets=None if budgets is None else parse_budgets(budgets),
+        steps=steps,
+        absolute=absolute,
+        out=out,
+    )
+    currency, reference = settings.currency, found.default_card_cost
+    table = Table(
+        "budget (x default card)",
+        f"budget ({currency})",
+        f"incremental margin ({currency})",
+        f"cashback ({currency})",
+        "average rate",
+        "above default rate",
+        "multiplier",
+        "",
+        title=f"budget frontier: {found.customers:,} customers, one {settings.exposure_days}-day "
+        f"offer each; the default card costs {reference:,.2f}",
+    )
+    for row in found.table.iter_rows(named=True):
+        table.add_row(
+            _number(row["budget_multiple"], ".3g"),
+            f"{row['budget']:,.2f}",
+            f"{row['expected_incremental_margin']:,.2f}",
+            f"{row['expected_cashback']:,.2f}",
+            f"{row['average_rate']:.2%}",
+            f"{row['share_above_default']:.1%}",
+            f"{row['multiplier']:.3f}",
+            "current spend" if row["current"] else "",
+        )
+    out_console.print(table)
+    _say(
+        f"the last run's rates: expected incremental margin {found.current_value:,.2f} for "
+        f"cashback {found.current_cost:,.2f} per offer window"
+    )
+    if found.path is not None:
+        _say(f"frontier written to {found.path}")
+
+
 ExperimentKey = Annotated[str, typer.Argument(help="the experiment's key")]
 
 
@@ -798,35 +997,41 @@ def _lift_cells(row: dict[str, object]) -> tuple[str, ...]:
     )
 
 
+CapOption = Annotated[
+    float | None,
+    typer.Option(help="cap mean metrics at this pooled quantile, e.g. 0.99 (default: none)"),
+]
+CorrectionOption = Annotated[
+    Correction | None,
+    typer.Option(help="multiple-testing correction across metrics x variants"),
+]
+PrimaryOption = Annotated[
+    str | None,
+    typer.Option(help="the primary metric (default: the definition's, else the setting)"),
+]
+
+
+def _analysis_options(
+    cap: float | None, correction: Correction | None, primary: str | None
+) -> dict[str, Any]:
+    """The options `analyze` and `report` pass on (a cap outside (0, 1] is refused)."""
+    if cap is not None and not 0 < cap <= 1:
+        msg = f"--cap is a quantile in (0, 1], e.g. 0.99; got {cap}"
+        raise CashbackError(msg)
+    return {"cap": cap, "correction": correction.value if correction else None, "primary": primary}
+
+
 @experiments_app.command("analyze")
 def experiments_analyze(
     key: ExperimentKey,
-    cap: Annotated[
-        float | None,
-        typer.Option(help="cap mean metrics at this pooled quantile, e.g. 0.99 (default: none)"),
-    ] = None,
-    correction: Annotated[
-        Correction | None,
-        typer.Option(help="multiple-testing correction across metrics x variants"),
-    ] = None,
-    primary: Annotated[
-        str | None,
-        typer.Option(help="the primary metric (default: the definition's, else the setting)"),
-    ] = None,
+    cap: CapOption = None,
+    correction: CorrectionOption = None,
+    primary: PrimaryOption = None,
 ) -> None:
     """Lifts of every metric with CIs, CUPED, SRM, sequential and Bayesian reads, a verdict."""
     from pipelines.experiment_analysis import run  # noqa: PLC0415
 
-    if cap is not None and not 0 < cap <= 1:
-        msg = f"--cap is a quantile in (0, 1], e.g. 0.99; got {cap}"
-        raise CashbackError(msg)
-    done = run(
-        get_settings(),
-        key,
-        cap=cap,
-        correction=correction.value if correction else None,
-        primary=primary,
-    )
+    done = run(get_settings(), key, **_analysis_options(cap, correction, primary))
     analysis = done.analysis
     design, srm = analysis.design, analysis.srm
     counts = ", ".join(f"{v} {n:,}" for v, n in zip(design.variants, srm.observed, strict=True))
@@ -859,12 +1064,27 @@ def experiments_analyze(
             escape(f"{row['metric']}{role}"), escape(str(row["variant"])), *_lift_cells(row)
         )
     out_console.print(table)
-    for verdict in analysis.verdicts:
-        _say(f"verdict {verdict.variant}: {verdict.decision.replace('_', ' ')}. {verdict.text}")
+    _say_verdicts(analysis.verdicts)
     for message in analysis.messages:
         _say(f"note: {message}")
     if done.paths:
         _say(f"results written to {next(iter(done.paths.values())).parent}")
+
+
+@experiments_app.command("report")
+def experiments_report(
+    key: ExperimentKey,
+    out: Annotated[Path, typer.Option(help="the HTML file to write, e.g. report.html")],
+    cap: CapOption = None,
+    correction: CorrectionOption = None,
+    primary: PrimaryOption = None,
+) -> None:
+    """One self-contained HTML page of the results for marketers: verdict, lifts, plots."""
+    from pipelines.experiment_report import run  # noqa: PLC0415
+
+    done = run(get_settings(), key, out, **_analysis_options(cap, correction, primary))
+    _say_verdicts(done.analysis.verdicts)
+    _say(f"report written to {done.path}")
 
 
 @experiments_app.command("power")
@@ -942,6 +1162,11 @@ def experiments_power(
     out_console.print(table)
 
 
+def _say_verdicts(verdicts: Sequence[Verdict]) -> None:
+    for verdict in verdicts:
+        _say(f"verdict {verdict.variant}: {verdict.decision.replace('_', ' ')}. {verdict.text}")
+
+
 def _say(line: str) -> None:
     out_console.print(escape(line), soft_wrap=True, highlight=False)
 
@@ -951,6 +1176,118 @@ def _print_counts(title: str, counts: dict[str, int]) -> None:
     for name, n in counts.items():
         table.add_row(escape(name), f"{n:,}")
     out_console.print(table)
+
+
+# --------------------------------------------------------------------------- serving
+
+keys_app = typer.Typer(help="API keys of the serving API (stored hashed).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="The serving API's app database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[Role, typer.Option(help="what the key may call")],
+    name: Annotated[str | None, typer.Option(help="a label (default: the role)")] = None,
+) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    from serving.auth import create_key  # noqa: PLC0415
+    from serving.db import open_database  # noqa: PLC0415
+
+    database = open_database(get_settings())
+    try:
+        with database.session() as session:
+            created = create_key(session, role, name)
+    finally:
+        database.close()
+    _say(f"API key {created.key_id} ({created.name}, role {created.role}): {created.key}")
+    _say("Keep it now: it is stored hashed and cannot be shown again.")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every key: id, name, role, its first characters, when created and revoked."""
+    from serving.auth import KEY_PREFIX, list_keys  # noqa: PLC0415
+    from serving.db import open_database  # noqa: PLC0415
+
+    database = open_database(get_settings())
+    try:
+        with database.session() as session:
+            rows = list_keys(session)
+    finally:
+        database.close()
+    table = Table("id", "name", "role", "key", "created", "revoked", title="API keys")
+    for row in rows:
+        revoked = f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else ""
+        table.add_row(
+            str(row.id), escape(row.name), row.role, f"{KEY_PREFIX}{row.prefix}...",
+            f"{row.created_at:%Y-%m-%d %H:%M}", revoked,
+        )  # fmt: skip
+    out_console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="the key's id (`keys list`)")]) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+    from serving.auth import revoke_key  # noqa: PLC0415
+    from serving.db import open_database  # noqa: PLC0415
+
+    database = open_database(get_settings())
+    try:
+        with database.session() as session:
+            row = revoke_key(session, key_id)
+    finally:
+        database.close()
+    _say(f"API key {row.id} ({row.name}) revoked at {row.revoked_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the app database's migrations (the API also does when it starts)."""
+    from serving.db import open_database  # noqa: PLC0415
+
+    database = open_database(get_settings(), migrate=False)
+    try:
+        revision = database.upgrade()
+    finally:
+        database.close()
+    _say(f"app database ({database.backend}) at revision {revision}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to bind (setting: serving.host)")] = (
+        None
+    ),
+    port: Annotated[int | None, typer.Option(help="port (setting: serving.port)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="worker processes (setting: serving.workers)")
+    ] = None,
+) -> None:
+    """Serve the API with uvicorn (OpenAPI docs at /docs) until interrupted."""
+    from serving.server import serve as run_server  # noqa: PLC0415
+
+    settings = get_settings()
+    config = settings.serving
+    address, number = host or config.host, port or config.port
+    _say(f"serving the API on http://{address}:{number} (docs: /docs, probes: /healthz /readyz)")
+    run_server(settings, address, number, workers or config.workers)
+
+
+def _serve_demo(settings: Settings) -> None:
+    """Serve the demo's API, with an admin key printed when none exists yet."""
+    from serving.server import demo_key  # noqa: PLC0415
+    from serving.server import serve as run_server  # noqa: PLC0415
+
+    created = demo_key(settings) if settings.environment == "dev" else None
+    if created is not None:
+        _say(f"demo admin API key (shown once, stored hashed): {created.key}")
+    else:
+        _say("API keys exist already: `cashback keys create --role engine` makes another")
+    config = settings.serving
+    _say(f"serving the API on http://{config.host}:{config.port} (docs: /docs); Ctrl-C stops")
+    run_server(settings, config.host, config.port, config.workers)
 
 
 def main() -> None:

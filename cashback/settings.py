@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PEPPER_FILE_NAME = ".ip_pepper"
@@ -305,6 +305,12 @@ class RateSettings(BaseModel):
         description="budget per exposure window as a share of what the default rate card "
         "costs for the same customers (None: no budget)",
     )
+    frontier_budgets: tuple[PositiveFloat, ...] = Field(
+        default=(0.5, 0.75, 1.0, 1.5, 2.0),
+        min_length=1,
+        description="budgets `cashback rates simulate-budget` solves by default, as multiples "
+        "of the default card's cost",
+    )
     excluded_attributes: tuple[str, ...] = Field(
         default=("region", "age_band"),
         description="customer attributes the policy never uses; the rate card reports the "
@@ -320,8 +326,55 @@ class RateSettings(BaseModel):
     learning_rate: float = Field(default=0.05, gt=0.0, le=1.0)
     num_leaves: int = Field(default=31, ge=2)
     min_child_samples: int = Field(default=200, ge=1)
+    effect_num_leaves: int = Field(
+        default=7, ge=2, description="leaves per tree of the response's rate-effect stage"
+    )
+    effect_min_child_samples: int = Field(default=500, ge=1)
+    effect_n_estimators: int = Field(default=600, ge=10)
+    resamples: int = Field(
+        default=3,
+        ge=1,
+        description="propensity-balanced resamples the rate-effect stage averages",
+    )
     bootstrap_replicates: int = Field(default=200, ge=10)
     seed: int = Field(default=7, ge=0)
+
+
+class ServingSettings(BaseModel):
+    """The API (`cashback serve`): server, app database, request limits, claim audits."""
+
+    host: str = Field(default="127.0.0.1", description="address `cashback serve` binds")
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    directory: Path | None = Field(
+        default=None,
+        description="where the API keeps its SQLite app database and claim log (default: "
+        "<data_dir>/serving)",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="larger request bodies are refused (413)"
+    )
+    audit_share: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="share of allowed claims that open a review case anyway (marked audit)",
+    )
+    migrate_on_startup: bool = Field(
+        default=True, description="apply the app database migrations when the API starts"
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200, description="app database connections")
+    db_busy_timeout_s: float = Field(
+        default=30.0, gt=0.0, description="SQLite: how long a writer waits for another's lock"
+    )
+    retry_load_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="/readyz tries again to load a missing model or store at most this often",
+    )
+    reasons_batch: int = Field(
+        default=64, ge=1, description="flagged claims explained together off the request path"
+    )
 
 
 class Settings(BaseSettings):
@@ -358,6 +411,12 @@ class Settings(BaseSettings):
     segments: SegmentSettings = SegmentSettings()
     rates: RateSettings = RateSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    serving: ServingSettings = ServingSettings()
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="app database URL, e.g. postgresql+psycopg://user:password@host/db "
+        "(default: SQLite in WAL mode under the serving directory)",
+    )
 
     @property
     def feature_dir(self) -> Path:
@@ -370,6 +429,18 @@ class Settings(BaseSettings):
         if self.models.tracking_uri:
             return self.models.tracking_uri
         return f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def serving_dir(self) -> Path:
+        """Where the API keeps its SQLite app database and claim log."""
+        return self.serving.directory or self.data_dir / "serving"
+
+    @property
+    def app_database_url(self) -> str:
+        """The app database URL: the setting, or a SQLite file under `serving_dir`."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.serving_dir / 'app.db').resolve()}"
 
     @property
     def mlflow_artifact_dir(self) -> Path:

@@ -15,10 +15,13 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from cashback.contract import TABLES, TableSpec, spec
+from cashback.errors import CashbackError
 from cashback.validation import ContractError, ValidationReport, check_dataset, check_table
 
 PARQUET_COMPRESSION: Final[Literal["zstd"]] = "zstd"
 ROW_GROUP_SIZE: Final = 1_000_000
+ExportFormat = Literal["csv", "parquet"]
+EXPORT_FORMATS: Final[dict[str, ExportFormat]] = {"csv": "csv", "parquet": "parquet"}
 
 
 def table_path(directory: Path, name: str) -> Path:
@@ -123,6 +126,26 @@ def write_text_atomic(text: str, path: Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def export_format(path: Path) -> ExportFormat:
+    """The file format a path's suffix names.
+
+    Raises:
+        CashbackError: when the suffix is neither `.csv` nor `.parquet`.
+    """
+    suffix = path.suffix.lower().removeprefix(".")
+    if suffix not in EXPORT_FORMATS:
+        msg = f"{path}: cannot tell the format from the suffix; name a .csv or .parquet file"
+        raise CashbackError(msg)
+    return EXPORT_FORMATS[suffix]
+
+
+def write_export(frame: pl.DataFrame, path: Path, file_format: ExportFormat) -> Path:
+    """Write a frame for people and other tools (CSV or parquet), atomically."""
+    if file_format == "parquet":
+        return write_parquet_atomic(frame, path)
+    return write_text_atomic(frame.write_csv(), path)
 
 
 def write_table_part(directory: Path, name: str, part: int, frame: pl.DataFrame) -> Path:

@@ -12,8 +12,9 @@ One straight line:
    of each rate, the budget (`rates.budget_share` of what the default card costs) met by the
    Lagrange multiplier and the greedy fill, a reason in words per customer;
 5. the segment x category rate card, and the average rate by each excluded attribute;
-6. per-customer rates, the rate card, the Qini table and the OPE table written (atomically)
-   under `<data_dir>/rates/`.
+6. per-customer rates, the rate card, the Qini table, the OPE table and each customer's value
+   and cost of every rate (for `cashback rates simulate-budget`) written (atomically) under
+   `<data_dir>/rates/`.
 """
 
 from __future__ import annotations
@@ -42,15 +43,16 @@ from models.rates.dataset import (
     matrix,
     rate_data,
 )
-from models.rates.learners import SLearner, TLearner
+from models.rates.learners import BaselineSLearner, TLearner
 from models.rates.ope import LoggedData, evaluate_policy, logged_value
 from models.rates.policy import PolicyChoice, allowed_rates, choose_rates
 from models.rates.response import OUTCOME_OBJECTIVES, RateResponse, RateValues
 from models.rates.uplift_metrics import qini_by_level
 from pipelines.build_features import latest_close
+from pipelines.rates_frontier import values_frame
 
 log = logging.getLogger(__name__)
-Learner = TypeVar("Learner", SLearner, TLearner)
+Learner = TypeVar("Learner", BaselineSLearner, TLearner)
 TS = pl.Datetime("us", "UTC")
 CATEGORY_PREFIX = "share_"
 CATEGORY_SUFFIX = "_90d"
@@ -101,8 +103,8 @@ def _learner_params(config: RateSettings) -> dict[str, float | int]:
 
 
 def _learner(kind: type[Learner], config: RateSettings, objective: str) -> Learner:
-    """An S- or T-learner with the configured LightGBM parameters."""
-    return kind(
+    """A learner with the configured LightGBM parameters (the rate-effect stage's too)."""
+    learner = kind(
         objective=objective,
         n_estimators=config.n_estimators,
         learning_rate=config.learning_rate,
@@ -110,6 +112,14 @@ def _learner(kind: type[Learner], config: RateSettings, objective: str) -> Learn
         min_child_samples=config.min_child_samples,
         seed=config.seed,
     )
+    if isinstance(learner, BaselineSLearner):
+        learner.set_params(
+            effect_num_leaves=config.effect_num_leaves,
+            effect_min_child_samples=config.effect_min_child_samples,
+            effect_n_estimators=config.effect_n_estimators,
+            resamples=config.resamples,
+        )
+    return learner
 
 
 def _targets(frame: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -128,21 +138,32 @@ def _sample(frame: pl.DataFrame, config: RateSettings) -> pl.DataFrame:
 
 
 def fit_response(data: RateData, settings: Settings) -> RateResponse:
-    """One monotone S-learner per outcome on the training exposures, weighted by 1 / p."""
+    """One monotone S-learner per outcome, boosted from a baseline (`BaselineSLearner`).
+
+    Its rate trees learn from propensity-balanced resamples of the training exposures, so
+    the logging policy's confounding by segment does not reach them.
+    """
     config = settings.rates
     train = _sample(data.train, config)
     x, rate = matrix(train, data.features), train["rate"].to_numpy()
-    weight = 1.0 / train["propensity"].to_numpy()
+    propensity = train["propensity"].to_numpy()
     learners: dict[str, object] = {}
     for outcome, y in _targets(train).items():
-        learner = _learner(SLearner, config, OUTCOME_OBJECTIVES[outcome])
-        learners[outcome] = learner.fit(x, rate, y, sample_weight=weight)
+        learner: BaselineSLearner = _learner(BaselineSLearner, config, OUTCOME_OBJECTIVES[outcome])
+        learners[outcome] = learner.fit(x, rate, y, propensity=propensity)
     return RateResponse(
         data.features,
         config.grid,
         settings.default_rate,
         learners,
-        {**_learner_params(config), "training_exposures": train.height},
+        {
+            **_learner_params(config),
+            "effect_num_leaves": config.effect_num_leaves,
+            "effect_min_child_samples": config.effect_min_child_samples,
+            "effect_n_estimators": config.effect_n_estimators,
+            "resamples": config.resamples,
+            "training_exposures": train.height,
+        },
     )
 
 
@@ -201,6 +222,39 @@ def _logged(test: pl.DataFrame, values: RateValues, grid: np.ndarray) -> LoggedD
     )
 
 
+def held_out_policy(
+    data: RateData,
+    response: RateResponse,
+    shares: pl.DataFrame,
+    multiplier: float,
+    settings: Settings,
+) -> tuple[LoggedData, np.ndarray]:
+    """The held-out exposures as logged data, and our policy's rate for each.
+
+    Args:
+        data: the exposures (`data.test` are the held-out ones).
+        response: the fitted response (its net margin is DR's reward model).
+        shares: each customer's fraud share (`fraud_share`).
+        multiplier: the budget's Lagrange multiplier.
+        settings: service settings (rates grid, min and max rates).
+
+    Returns:
+        The logged data (rows as `data.test`) and our policy's grid index per exposure.
+    """
+    config = settings.rates
+    test = data.test.join(shares, on="customer_id", how="left", maintain_order="left")
+    values = response.values(
+        matrix(test, data.features), test["fraud_share"].fill_null(0.0).to_numpy()
+    )
+    grid = np.asarray(config.grid)
+    allowed = allowed_rates(
+        grid, None, min_rate=config.min_rate, max_rate=config.max_rate, segment_caps={}
+    )
+    allowed = np.repeat(allowed, test.height, axis=0)
+    ours = np.argmax(np.where(allowed, values.value - multiplier * values.cost, -np.inf), axis=1)
+    return _logged(test, values, grid), ours
+
+
 def _ope(
     data: RateData,
     response: RateResponse,
@@ -210,19 +264,10 @@ def _ope(
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """IPS / SNIPS / DR of our policy, the logging policy and each uniform rate."""
     config = settings.rates
-    test = data.test.join(shares, on="customer_id", how="left", maintain_order="left")
-    values = response.values(
-        matrix(test, data.features), test["fraud_share"].fill_null(0.0).to_numpy()
-    )
+    logged, ours = held_out_policy(data, response, shares, multiplier, settings)
     grid = np.asarray(config.grid)
-    logged = _logged(test, values, grid)
-    allowed = allowed_rates(
-        grid, None, min_rate=config.min_rate, max_rate=config.max_rate, segment_caps={}
-    )
-    allowed = np.repeat(allowed, test.height, axis=0)
-    ours = np.argmax(np.where(allowed, values.value - multiplier * values.cost, -np.inf), axis=1)
     policies = {"personalized": ours} | {
-        f"uniform {r:.0%}": np.full(test.height, k) for k, r in enumerate(grid)
+        f"uniform {r:.0%}": np.full(ours.size, k) for k, r in enumerate(grid)
     }
     rows = []
     for name, target in policies.items():
@@ -474,6 +519,9 @@ def run(settings: Settings, *, output_dir: Path | None = None) -> RatesTraining:
         "qini": result.qini,
         "ope": result.ope,
         "fairness": result.fairness,
+        "rate_values": values_frame(
+            result.customers, values, choice.choice, response.default_index, config
+        ),
     }
     for name, frame in outputs.items():
         path = (output_dir or settings.data_dir / "rates") / f"{name}.parquet"

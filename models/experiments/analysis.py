@@ -783,17 +783,29 @@ def segment_breakdown(
 # ----------------------------------------------------------------------------- verdicts
 
 
-def _describe(lift: MetricLift) -> str:
-    """'+3.1 % (95 % CI +1.0 % to +5.2 %)', relative when defined, else absolute."""
+def lift_words(lift: MetricLift) -> tuple[str, str]:
+    """('+3.1%', '95 % CI +1.0% to +5.2%'): relative when defined, else absolute.
+
+    The verdicts and the report show a lift in these words (the level is 1 - alpha).
+    """
+    level = f"{(1 - lift.comparison.alpha) * 100:g} % CI" if lift.comparison else "CI"
     relative = lift.relative
     if math.isfinite(relative.estimate) and math.isfinite(relative.ci_low):
         return (
-            f"{relative.estimate:+.1%} (95 % CI {relative.ci_low:+.1%} to {relative.ci_high:+.1%})"
+            f"{relative.estimate:+.1%}",
+            f"{level} {relative.ci_low:+.1%} to {relative.ci_high:+.1%}",
         )
     absolute = lift.absolute
     return (
-        f"{absolute.estimate:+,.3g} (95 % CI {absolute.ci_low:+,.3g} to {absolute.ci_high:+,.3g})"
+        f"{absolute.estimate:+,.3g}",
+        f"{level} {absolute.ci_low:+,.3g} to {absolute.ci_high:+,.3g}",
     )
+
+
+def _describe(lift: MetricLift) -> str:
+    """'+3.1% (95 % CI +1.0% to +5.2%)', relative when defined, else absolute."""
+    estimate, interval = lift_words(lift)
+    return f"{estimate} ({interval})"
 
 
 def _guardrail_words(harmed: Sequence[MetricLift]) -> str:

@@ -3,6 +3,9 @@
 - `SLearner`: one LightGBM model of y on [features, rate]; the rate column can be held to a
   monotone increasing effect (more cashback never predicts less response), which also lets
   the model interpolate between the rates it saw.
+- `BaselineSLearner`: an S-learner boosted from a cross-fitted baseline of y on the features
+  alone, its rate trees fitted on propensity-balanced resamples of the exposures (the one the
+  rate policy uses: see its docstring for why).
 - `TLearner`: one LightGBM model per rate level seen in training; predicts those levels only.
 - `DRLearner`: doubly robust uplift of each level over 0 from cross-fitted outcome models
   and the logged propensities (right if either is).
@@ -330,6 +333,190 @@ class SLearner(_RateLearner):
     def _predict_checked(self, x: FloatArray, rate: FloatArray) -> FloatArray:
         """The booster on [x, rate]."""
         return np.asarray(self.booster_.predict(np.column_stack([x, rate])), dtype=np.float64)
+
+
+def _link(objective: str, raw: FloatArray) -> FloatArray:
+    """LightGBM's inverse link: raw scores to predictions."""
+    if objective == "tweedie":
+        return np.asarray(np.exp(raw), dtype=np.float64)
+    if objective == "binary":
+        return np.asarray(1.0 / (1.0 + np.exp(-raw)), dtype=np.float64)
+    return raw
+
+
+class BaselineSLearner(_RateLearner):
+    """An S-learner whose rate trees start from a baseline of the outcome without the rate.
+
+    A plain S-learner spends most of its splits on who buys much (the baseline, far larger
+    than any rate effect) and shrinks the rate effect towards zero. Here, in two stages:
+    1. baseline: LightGBM of y on the features alone, cross-fitted (`n_folds`): each row's
+       baseline comes from the models that did not see it;
+    2. effect: LightGBM of y on [features, rate] boosted from each row's baseline (its raw
+       score as the initial score), monotone increasing in the rate, with small trees
+       (`effect_num_leaves`, `effect_min_child_samples`): its trees only have the rate's
+       effect and what the baseline missed left to learn.
+    The effect stage is fitted on propensity-balanced resamples: each row is kept with
+    probability min(p) / p, so that every kept row is as if logged by uniform randomization
+    over the rates (rejection sampling; needs every rate to have probability at least min(p)
+    in every context, which exploration gives). That removes the confounding of a logging
+    policy that gives some customers mostly one rate, without the 1 / p weights whose spread
+    makes trees noisy. `resamples` such draws are averaged (in raw score) to use more rows.
+    Predictions: link(mean baseline raw score + mean effect raw score).
+
+    Args:
+        monotone: constrain the prediction to be non-decreasing in the rate.
+        objective, num_leaves, learning_rate, n_estimators, min_child_samples, reg_lambda,
+            tweedie_variance_power, seed, num_threads: as `SLearner`; they configure the
+            baseline models.
+        effect_num_leaves: leaves per tree of the effect stage.
+        effect_min_child_samples: fewest rows in a leaf of the effect stage.
+        effect_n_estimators: boosting rounds of the effect stage.
+        n_folds: folds of the baseline's cross-fitting (at least 2).
+        resamples: propensity-balanced resamples of the effect stage (at least 1).
+
+    Attributes:
+        baselines_: the baseline boosters, one per fold.
+        effects_: the effect boosters, one per resample; their last feature is the rate.
+        n_features_in_: number of features (the rate excluded).
+        rates_: the distinct rates seen in training.
+        kept_: rows kept per resample.
+    """
+
+    baselines_: list[lgb.Booster]
+    effects_: list[lgb.Booster]
+    rates_: FloatArray
+    kept_: list[int]
+
+    def __init__(
+        self,
+        *,
+        monotone: bool = True,
+        objective: str = "regression",
+        num_leaves: int = 31,
+        learning_rate: float = 0.05,
+        n_estimators: int = 300,
+        min_child_samples: int = 20,
+        reg_lambda: float = 0.0,
+        tweedie_variance_power: float = 1.5,
+        effect_num_leaves: int = 7,
+        effect_min_child_samples: int = 500,
+        effect_n_estimators: int = 600,
+        n_folds: int = 2,
+        resamples: int = 3,
+        seed: int = 0,
+        num_threads: int = 2,
+    ) -> None:
+        super().__init__(
+            objective=objective,
+            num_leaves=num_leaves,
+            learning_rate=learning_rate,
+            n_estimators=n_estimators,
+            min_child_samples=min_child_samples,
+            reg_lambda=reg_lambda,
+            tweedie_variance_power=tweedie_variance_power,
+            seed=seed,
+            num_threads=num_threads,
+        )
+        self.monotone = monotone
+        self.effect_num_leaves = effect_num_leaves
+        self.effect_min_child_samples = effect_min_child_samples
+        self.effect_n_estimators = effect_n_estimators
+        self.n_folds = n_folds
+        self.resamples = resamples
+
+    def fit(
+        self,
+        X: npt.ArrayLike,  # noqa: N803 - scikit-learn's name
+        rate: npt.ArrayLike,
+        y: npt.ArrayLike,
+        sample_weight: npt.ArrayLike | None = None,
+        propensity: npt.ArrayLike | None = None,
+    ) -> Self:
+        """Fit the cross-fitted baseline, then the effect stage on balanced resamples.
+
+        Args:
+            X: features, (rows, features).
+            rate: the rate each row was given (0 = control).
+            y: outcome per row (0/1 for the binary objective, non-negative for tweedie).
+            sample_weight: optional non-negative weight per row (not the propensities).
+            propensity: probability that the logging policy gave each row its rate; None
+                when the rates were assigned uniformly at random (every row is kept).
+
+        Returns:
+            self, fitted.
+
+        Raises:
+            ValueError: invalid input or parameters (naming them).
+        """
+        x, r, y_, w = self._checked_fit_input(X, rate, y, sample_weight)
+        if self.n_folds < 2:
+            raise ValueError(f"n_folds: expected at least 2, got {self.n_folds}")
+        if self.resamples < 1:
+            raise ValueError(f"resamples: expected at least 1, got {self.resamples}")
+        keep_probability = self._keep_probability(propensity, x.shape[0])
+        params = self._params()
+        folds = np.random.default_rng(self.seed).permutation(x.shape[0]) % self.n_folds
+        baseline = np.empty(x.shape[0])
+        self.baselines_ = []
+        for fold in range(self.n_folds):
+            held_out = folds == fold
+            booster = self._train(x[~held_out], y_[~held_out], _subset(w, ~held_out), params)
+            baseline[held_out] = booster.predict(x[held_out], raw_score=True)
+            self.baselines_.append(booster)
+        effect_params = self._effect_params(x.shape[1])
+        xr = np.column_stack([x, r])
+        self.effects_, self.kept_ = [], []
+        for draw in range(self.resamples):
+            rng = np.random.default_rng([self.seed, draw])
+            kept = rng.random(x.shape[0]) < keep_probability
+            data = lgb.Dataset(
+                xr[kept], y_[kept], weight=_subset(w, kept), init_score=baseline[kept]
+            )
+            self.effects_.append(
+                lgb.train(
+                    {**effect_params, "seed": self.seed + draw},
+                    data,
+                    num_boost_round=self.effect_n_estimators,
+                )
+            )
+            self.kept_.append(int(kept.sum()))
+        self.n_features_in_ = x.shape[1]
+        self.rates_ = np.unique(r)
+        return self
+
+    @staticmethod
+    def _keep_probability(propensity: npt.ArrayLike | None, rows: int) -> FloatArray:
+        """min(p) / p per row (1 without propensities)."""
+        if propensity is None:
+            return np.ones(rows)
+        p = _vector("propensity", propensity, rows)
+        if np.any((p <= 0) | (p > 1)):
+            raise ValueError("propensity: expected values in (0, 1]")
+        return np.asarray(p.min() / p, dtype=np.float64)
+
+    def _effect_params(self, width: int) -> dict[str, Any]:
+        """The effect stage's LightGBM parameters."""
+        params = {
+            **self._params(),
+            "num_leaves": self.effect_num_leaves,
+            "min_data_in_leaf": self.effect_min_child_samples,
+        }
+        if self.monotone:
+            params["monotone_constraints"] = [0] * width + [1]
+            params["monotone_constraints_method"] = "intermediate"
+        return params
+
+    def _predict_checked(self, x: FloatArray, rate: FloatArray) -> FloatArray:
+        """link(mean baseline raw score + mean effect raw score) on [x, rate]."""
+        baseline = np.mean([b.predict(x, raw_score=True) for b in self.baselines_], axis=0)
+        xr = np.column_stack([x, rate])
+        effect = np.mean([b.predict(xr, raw_score=True) for b in self.effects_], axis=0)
+        return _link(self.objective, np.asarray(baseline + effect, dtype=np.float64))
+
+
+def _subset(w: FloatArray | None, rows: npt.NDArray[np.bool_]) -> FloatArray | None:
+    """The weights of some rows, or None."""
+    return None if w is None else w[rows]
 
 
 class TLearner(_RateLearner):

@@ -9,11 +9,13 @@ the policy maximises total value subject to total cost within the budget:
 2. the budget left over is filled greedily: customers move to their best upgrade by value
    per euro of extra cost while it fits.
 Rates outside [min_rate, max_rate] or above a segment's cap are never chosen.
+`frontier` solves the same problem at several budgets: what each budget buys.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -150,6 +152,49 @@ def choose_rates(
         budget,
         upgraded,
     )
+
+
+def frontier(
+    value: FloatMatrix,
+    cost: FloatMatrix,
+    allowed: BoolMatrix,
+    budgets: Sequence[float],
+) -> tuple[PolicyChoice, ...]:
+    """The budgeted choice at each budget: total value against what it costs.
+
+    Budgets are solved from the smallest up, so a budget that the cheapest allowed rates
+    cannot meet fails first (`choose_rates`'s error) before any other is solved. The
+    Lagrangian choice with its greedy fill is near-optimal, not exactly monotone in the
+    budget: a budget whose own choice is worth less than a smaller budget's keeps that
+    smaller budget's choice (it fits), so the frontier never falls as the budget grows.
+
+    Args:
+        value: (customers, rates) value of each rate against the default rate.
+        cost: (customers, rates) expected cashback paid at each rate.
+        allowed: (customers, rates) whether a rate may be given to the customer.
+        budgets: total costs allowed, positive, in any order.
+
+    Returns:
+        One choice per budget, in the order of `budgets`; each has its budget.
+
+    Raises:
+        CashbackError: for a budget that is not a positive number, a customer without an
+            allowed rate, or a budget below the cost of the cheapest allowed rates.
+    """
+    bad = [b for b in budgets if not (np.isfinite(b) and b > 0)]
+    if bad:
+        msg = f"a budget must be a positive amount; got {bad[0]}"
+        raise CashbackError(msg)
+    order = np.argsort(np.asarray(budgets, dtype=np.float64), kind="stable")
+    points: dict[int, PolicyChoice] = {}
+    best: PolicyChoice | None = None
+    for position in order.tolist():
+        budget = float(budgets[position])
+        found = choose_rates(value, cost, allowed, budget)
+        if best is not None and best.value > found.value:
+            found = replace(best, budget=budget)
+        points[position] = best = found
+    return tuple(points[k] for k in range(len(budgets)))
 
 
 def allowed_rates(

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cashback.cli import app
 from cashback.errors import CashbackError
 from cashback.settings import ExperimentSettings, get_settings
-from cashback.tables import load_table, validate_directory, write_table
+from cashback.tables import load_table, validate_directory, write_table, write_table_part
 from models.experiments.assignment import assign_batch
 from models.experiments.store import ExperimentStore
 
@@ -273,6 +273,35 @@ def test_assignments_are_sticky(data_dir: Path, tmp_path: Path) -> None:
         pl.col("variant") != pl.col("variant_right")
     )
     assert changed.height > 0.3 * second.height
+
+
+def test_assignments_stored_as_parts_get_a_new_part(data_dir: Path, tmp_path: Path) -> None:
+    # given an assignments table stored as a directory of parts, as the simulator writes it
+    earlier = pl.DataFrame(
+        {
+            "experiment_id": ["older"] * 3,
+            "customer_id": ["c000000", "c000001", "c000002"],
+            "variant": ["control", "treatment", "control"],
+            "ts": [datetime(2024, 6, 1, tzinfo=UTC)] * 3,
+        }
+    )
+    part = write_table_part(data_dir, "assignments", 0, earlier)
+    before = part.read_bytes()
+    create_and_start(tmp_path, "rate-boost")
+
+    # when customers are assigned, twice
+    cli("experiments", "assign", "rate-boost")
+    cli("experiments", "assign", "rate-boost")
+
+    # then the new rows are one new part, the old part is untouched, nothing is duplicated
+    assert sorted(p.name for p in part.parent.iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
+    assert part.read_bytes() == before
+    table = load_table(data_dir, "assignments")
+    assert table.filter(pl.col("experiment_id") == "older").height == 3
+    assert table.filter(pl.col("experiment_id") == "rate-boost")["customer_id"].is_unique().all()
 
 
 def test_targeted_assignment_reads_segments_and_stages_from_a_file(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cashback.cli import app
 from cashback.errors import CashbackError
 from cashback.settings import RateSettings, Settings, get_settings
+from pipelines.rates_frontier import frontier_table, load_values
 from pipelines.simulate import run as simulate
 from pipelines.simulate import world_config
 from pipelines.train_rates import run
@@ -57,6 +58,16 @@ def test_a_budget_is_met_and_every_customer_gets_a_rate_with_a_reason(program: P
     # and the outputs are on disk
     written = pl.read_parquet(result.paths["customer_rates"])
     assert written.height == result.customers.height
+    # and so is each customer's value and cost of every rate: solved again without refitting,
+    # the frontier at the run's budget is the run's choice (values saved in float32)
+    saved = load_values(result.paths["rate_values"].parent)
+    by_id = result.customers.sort("customer_id")
+    assert saved.grid[saved.chosen].tolist() == by_id["rate"].to_list()
+    assert saved.default_card_cost == pytest.approx(result.metrics["default_card_cost"], rel=1e-5)
+    point = frontier_table(saved, [choice.budget]).row(0, named=True)
+    assert point["expected_incremental_margin"] == pytest.approx(choice.value, rel=1e-3)
+    assert point["expected_cashback"] <= choice.budget
+    assert point["budget_multiple"] == pytest.approx(1.5, rel=1e-5)
 
 
 def test_off_policy_values_are_reported_for_ours_logging_and_uniform_rates(program: Path) -> None:

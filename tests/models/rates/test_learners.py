@@ -1,4 +1,4 @@
-"""S- and T-learners on worlds with a known heterogeneous effect of the rate."""
+"""S-, baseline S-, T- and DR-learners on worlds with a known heterogeneous effect of the rate."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from models.rates.learners import DRLearner, SLearner, TLearner
+from models.rates.learners import BaselineSLearner, DRLearner, SLearner, TLearner
 from models.rates.uplift_metrics import qini_by_level
 
 GRID = np.array([0.0, 0.02, 0.05, 0.1])
 # One thread: `make pytest` runs two test processes on two cores, and LightGBM's threads
 # slow down many times over when they have to share cores.
 SMALL = {"n_estimators": 200, "num_leaves": 15, "num_threads": 1}
-Learner = type[SLearner] | type[TLearner] | type[DRLearner]
+# the baseline S-learner's effect stage, small too
+EFFECT = {"effect_n_estimators": 200, "effect_min_child_samples": 50, "resamples": 2}
+Learner = type[SLearner] | type[BaselineSLearner] | type[TLearner] | type[DRLearner]
+
+
+def _small(learner: Learner) -> dict[str, object]:
+    """Small-model parameters for a learner class."""
+    return {**SMALL, **EFFECT} if learner is BaselineSLearner else dict(SMALL)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -52,7 +59,12 @@ def _qini_gain(y: np.ndarray, rate: np.ndarray, uplift: dict[float, np.ndarray])
 
 @pytest.mark.parametrize(
     ("learner", "min_correlation"),
-    [(SLearner, (0.8, 0.9, 0.95)), (TLearner, (0.4, 0.75, 0.9)), (DRLearner, (0.4, 0.75, 0.9))],
+    [
+        (SLearner, (0.8, 0.9, 0.95)),
+        (BaselineSLearner, (0.8, 0.9, 0.95)),
+        (TLearner, (0.4, 0.75, 0.9)),
+        (DRLearner, (0.4, 0.75, 0.9)),
+    ],
 )
 def test_learners_recover_the_ranking_of_the_effect(
     learner: Learner, min_correlation: tuple[float, ...]
@@ -61,7 +73,7 @@ def test_learners_recover_the_ranking_of_the_effect(
     x, rate, y, _ = _world(8000, 1, binary=False)
     x_test, rate_test, y_test, truth = _world(4000, 2, binary=False)
     # when the learner is fitted and predicts each level's uplift on new rows
-    model = learner(**SMALL).fit(x, rate, y)
+    model = learner(**_small(learner)).fit(x, rate, y)
     uplift = {r: model.uplift(x_test, r) for r in truth}
     # then the predicted uplift follows the true one (closer at larger rates: more signal)
     for r, floor in zip(truth, min_correlation, strict=True):
@@ -95,20 +107,26 @@ def test_binary_outcome_qini_beats_a_random_score(learner: Learner) -> None:
     assert ours.qini_coefficient > chance.qini_coefficient + 0.04
 
 
+@pytest.mark.parametrize("learner", [SLearner, BaselineSLearner])
 @pytest.mark.parametrize("binary", [False, True])
-def test_s_learner_is_non_decreasing_in_the_rate_for_every_row(binary: bool) -> None:
+def test_s_learner_is_non_decreasing_in_the_rate_for_every_row(
+    binary: bool, learner: type[SLearner] | type[BaselineSLearner]
+) -> None:
     # given noisy data (a free model wiggles in the rate) and a fine grid beyond the levels
     x, rate, y, _ = _world(8000, 1, binary=binary)
     x_test = np.random.default_rng(5).random((3000, 4))
     fine = np.linspace(0.0, 0.15, 31)
     objective = "binary" if binary else "regression"
     # when fitted with and without the monotone constraint
-    monotone = SLearner(objective=objective, **SMALL).fit(x, rate, y).predict_grid(x_test, fine)
-    free = SLearner(objective=objective, monotone=False, **SMALL).fit(x, rate, y)
+    params = _small(learner)
+    monotone = learner(objective=objective, **params).fit(x, rate, y).predict_grid(x_test, fine)
+    free = learner(objective=objective, monotone=False, **params).fit(x, rate, y)
     # then the constrained predictions never decrease along the rate, for any row
     assert np.all(np.diff(monotone, axis=1) >= 0)
-    # while the free model's do somewhere (so the check above has teeth)
-    assert np.any(np.diff(free.predict_grid(x_test, fine), axis=1) < 0)
+    # while the plain free model's do somewhere (so the check above has teeth; the baseline
+    # learner's small rate trees happen not to wiggle on this world even when free)
+    if learner is SLearner:
+        assert np.any(np.diff(free.predict_grid(x_test, fine), axis=1) < 0)
 
 
 def _discrete_world(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -160,7 +178,7 @@ def test_weights_move_the_fit_to_the_weighted_means(learner: Learner) -> None:
             assert plain.predict(cell[None, :], r)[0] == pytest.approx(plain_mean, abs=0.06)
 
 
-@pytest.mark.parametrize("learner", [SLearner, TLearner, DRLearner])
+@pytest.mark.parametrize("learner", [SLearner, BaselineSLearner, TLearner, DRLearner])
 def test_estimator_contract(learner: Learner) -> None:
     # given an estimator with non-default parameters
     model = learner(num_leaves=7, n_estimators=20, seed=3, num_threads=1)
@@ -181,11 +199,11 @@ def test_estimator_contract(learner: Learner) -> None:
     np.testing.assert_array_equal(again.predict_grid(x, GRID), model.predict_grid(x, GRID))
 
 
-@pytest.mark.parametrize("learner", [SLearner, TLearner])
+@pytest.mark.parametrize("learner", [SLearner, BaselineSLearner, TLearner])
 def test_scalar_per_row_and_grid_predictions_agree(learner: Learner) -> None:
     # given a fitted learner
     x, rate, y, _ = _world(2000, 1, binary=False)
-    model = learner(**SMALL).fit(x, rate, y)
+    model = learner(**_small(learner)).fit(x, rate, y)
     # when predicting at each row's own rate, at one rate, and on the grid
     grid = model.predict_grid(x, GRID)
     per_row = model.predict(x, rate)
@@ -311,4 +329,94 @@ def test_dr_learner_refuses_what_it_cannot_use(
     with pytest.raises(ValueError, match=match):
         DRLearner(n_folds=n_folds, n_estimators=5, num_threads=1).fit(
             x, rate + rate_shift, y, propensity=propensity
+        )
+
+
+# ------------------------------------------------------------------ baseline S-learner
+
+
+def _spend_world(n: int, seed: int, top: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Spend-like outcomes: a baseline varying 20-fold, a multiplicative effect of the rate.
+
+    Half the rows respond (x0 > 0.5: spend x (1 + 8 rate)), half do not. With `top`, the
+    logging policy gives the top rate with that probability per row, else one of the others
+    at random (a confounded log), and the rows' propensities come back too.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 4))
+    baseline = np.exp(3.0 * x[:, 1])
+    responds = x[:, 0] > 0.5
+    if top is None:
+        logged = rng.integers(0, GRID.size, n)
+        propensity = np.full(n, 1.0 / GRID.size)
+    else:
+        probabilities = np.column_stack([(1 - top) / 3] * 3 + [top])
+        logged = (probabilities.cumsum(axis=1) > rng.random(n)[:, None]).argmax(axis=1)
+        propensity = probabilities[np.arange(n), logged]
+    rate = GRID[logged]
+    mean = baseline * np.where(responds, 1 + 8 * rate, 1.0)
+    spend = rng.gamma(2.0, mean / 2.0)
+    return {"x": x, "rate": rate, "y": spend, "propensity": propensity, "responds": responds}
+
+
+def _relative_effect(model: SLearner | BaselineSLearner, x: np.ndarray) -> np.ndarray:
+    """Predicted spend at the top rate over spend at 0, per row."""
+    grid = model.predict_grid(x, GRID)
+    return np.asarray(grid[:, -1] / grid[:, 0])
+
+
+def test_baseline_s_learner_keeps_the_size_of_a_small_effect_under_a_large_baseline() -> None:
+    # given spend whose baseline varies 20-fold while the rate adds at most 80 % for responders
+    world, test = _spend_world(20_000, 1), _spend_world(4_000, 2)
+    params = {"objective": "tweedie", **SMALL}
+    # when a plain S-learner and the baseline S-learner are fitted
+    plain = SLearner(**params).fit(world["x"], world["rate"], world["y"])
+    staged = BaselineSLearner(**params, **EFFECT).fit(world["x"], world["rate"], world["y"])
+    # then the baseline S-learner's effect for responders (truly x1.8) is closer to the truth
+    responders, others = test["responds"], ~test["responds"]
+    ours = _relative_effect(staged, test["x"])
+    theirs = _relative_effect(plain, test["x"])
+    assert abs(np.median(ours[responders]) - 1.8) < abs(np.median(theirs[responders]) - 1.8)
+    assert np.median(ours[responders]) == pytest.approx(1.8, abs=0.2)
+    # and it tells responders from the others (truly x1.0)
+    assert np.median(ours[others]) < 1.2
+    assert np.median(ours[responders]) - np.median(ours[others]) > 0.5
+
+
+def test_baseline_s_learner_undoes_a_confounded_log_with_the_propensities() -> None:
+    # given a log where the top rate goes mostly to big spenders (x1), with propensities
+    world = _spend_world(20_000, 3, top=None)
+    x = world["x"]
+    top = 0.1 + 0.8 * (x[:, 1] > 0.5)
+    world = _spend_world(20_000, 3, top=top)
+    test = _spend_world(4_000, 4)
+    params = {"objective": "tweedie", **SMALL, **EFFECT}
+    # when fitted with the propensities
+    model = BaselineSLearner(**params).fit(
+        world["x"], world["rate"], world["y"], propensity=world["propensity"]
+    )
+    # then the effect stage saw about min(p) / p of the rows per resample
+    expected = float(np.sum(world["propensity"].min() / world["propensity"]))
+    assert model.kept_[0] == pytest.approx(expected, rel=0.05)
+    # and the responders' effect is found at its true size, the others' near none
+    effect = _relative_effect(model, test["x"])
+    assert np.median(effect[test["responds"]]) == pytest.approx(1.8, abs=0.25)
+    assert np.median(effect[~test["responds"]]) < 1.2
+
+
+@pytest.mark.parametrize(
+    ("params", "propensity", "match"),
+    [
+        ({"n_folds": 1}, None, "n_folds"),
+        ({"resamples": 0}, None, "resamples"),
+        ({}, np.zeros(500), r"propensity: expected values in \(0, 1\]"),
+    ],
+)
+def test_baseline_s_learner_refuses_what_it_cannot_use(
+    params: dict, propensity: np.ndarray | None, match: str
+) -> None:
+    x, rate, y, _ = _world(500, 1, binary=False)
+    with pytest.raises(ValueError, match=match):
+        BaselineSLearner(n_estimators=5, num_threads=1, **params).fit(
+            x, rate, y, propensity=propensity
         )

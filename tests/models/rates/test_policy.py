@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cashback.errors import CashbackError
-from models.rates.policy import allowed_rates, choose_rates
+from models.rates.policy import allowed_rates, choose_rates, frontier
 
 GRID = np.array([0.0, 0.01, 0.02, 0.05])
 
@@ -97,3 +97,69 @@ def test_a_budget_below_the_cheapest_rates_is_a_clear_error() -> None:
         choose_rates(value, cost, allowed, budget=1.0)
     with pytest.raises(CashbackError, match="no rate of the grid"):
         allowed_rates(GRID, None, min_rate=0.06, max_rate=0.07, segment_caps={})
+
+
+def test_the_frontier_never_falls_as_the_budget_grows_and_keeps_within_each_budget() -> None:
+    # given a free spend and budgets from a tenth of it to twice it, in no order
+    value, cost = _world(1_000, 11)
+    allowed = np.ones_like(value, dtype=bool)
+    free = choose_rates(value, cost, allowed, None).cost
+    budgets = [free * share for share in (1.0, 0.1, 0.5, 2.0, 0.3, 0.75, 0.2)]
+
+    # when the frontier is solved
+    points = frontier(value, cost, allowed, budgets)
+
+    # then each point has its budget and spends within it, and more budget is never worth less
+    assert [p.budget for p in points] == budgets
+    assert all(p.cost <= p.budget + 1e-9 for p in points if p.budget is not None)
+    by_budget = sorted(points, key=lambda p: p.budget or 0.0)
+    values = [p.value for p in by_budget]
+    assert values == sorted(values)
+    assert by_budget[-1].value == pytest.approx(value.max(axis=1).sum())
+
+
+def test_a_frontier_point_is_the_budgeted_choice_at_its_budget() -> None:
+    value, cost = _world(400, 13)
+    allowed = allowed_rates(GRID, None, min_rate=0.0, max_rate=0.05, segment_caps={})
+    allowed = np.repeat(allowed, 400, axis=0)
+    budget = choose_rates(value, cost, allowed, None).cost * 0.4
+    (point,) = frontier(value, cost, allowed, [budget])
+    alone = choose_rates(value, cost, allowed, budget)
+    np.testing.assert_array_equal(point.choice, alone.choice)
+    assert (point.value, point.cost, point.multiplier) == (
+        alone.value,
+        alone.cost,
+        alone.multiplier,
+    )
+
+
+def test_frontier_budgets_below_the_cheapest_rates_or_not_positive_are_refused() -> None:
+    value, cost = _world(50, 17)
+    allowed = allowed_rates(GRID, None, min_rate=0.02, max_rate=0.05, segment_caps={})
+    allowed = np.repeat(allowed, 50, axis=0)
+    cheapest = cost[:, 2].sum()
+    with pytest.raises(CashbackError, match="cannot be met: the cheapest allowed rates"):
+        frontier(value, cost, allowed, [cheapest * 2, cheapest / 2])
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(CashbackError, match="must be a positive amount"):
+            frontier(value, cost, allowed, [cheapest * 2, bad])
+
+
+def test_a_larger_budget_keeps_a_smaller_budgets_choice_when_that_is_worth_more() -> None:
+    # given three customers where the budgeted choice at 7 (value 3) is worth less than the
+    # one at 6.5 (value 4): Lagrange and greedy fill are near-optimal, not monotone
+    value = np.array([[0.0, 10.0, 6.0], [0.0, 1.0, 1.0], [0.0, 2.0, 4.0]])
+    cost = np.array([[0.0, 9.0, 10.0], [0.0, 4.0, 9.0], [0.0, 3.0, 6.0]])
+    allowed = np.ones_like(value, dtype=bool)
+    assert (
+        choose_rates(value, cost, allowed, 7.5).value
+        < choose_rates(value, cost, allowed, 6.5).value
+    )
+
+    # when the frontier is solved at both
+    larger, smaller = frontier(value, cost, allowed, [7.5, 6.5])
+
+    # then the larger budget keeps the smaller one's choice, with its own budget
+    assert larger.value == smaller.value == 4.0
+    assert larger.choice.tolist() == smaller.choice.tolist()
+    assert (larger.budget, smaller.budget) == (7.5, 6.5)
