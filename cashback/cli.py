@@ -554,7 +554,7 @@ def train_rates(
     if budget_share is not None:
         rates = settings.rates.model_copy(update={"budget_share": budget_share})
         settings = settings.model_copy(update={"rates": rates})
-    result = run(settings)
+    result = run(settings, register=True)
     _say(
         f"learnt from {result.data.train.height:,} randomized exposures before "
         f"{result.data.split:%Y-%m-%d}; {result.data.test.height:,} held out"
@@ -578,6 +578,7 @@ def train_rates(
     )
     for name, path in result.paths.items():
         _say(f"{name}: {path}")
+    _say(f"registered cashback-rates version {result.version} as challenger")
 
 
 @train_app.command("segments")
@@ -1284,7 +1285,7 @@ def _serve_demo(settings: Settings) -> None:
     if created is not None:
         _say(f"demo admin API key (shown once, stored hashed): {created.key}")
     else:
-        _say("API keys exist already: `cashback keys create --role engine` makes another")
+        _say("no demo key made (keys exist, or not dev): `cashback keys create --role engine`")
     config = settings.serving
     _say(f"serving the API on http://{config.host}:{config.port} (docs: /docs); Ctrl-C stops")
     run_server(settings, config.host, config.port, config.workers)

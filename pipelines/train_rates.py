@@ -75,7 +75,10 @@ class RatesTraining:
         fairness: the average rate by each excluded attribute.
         metrics: every figure logged.
         close: the close the policy is as of.
+        held_out: the held-out exposures (`data.test`) as OPE's logged data.
+        held_out_rates: our policy's rate (grid index) for each held-out exposure.
         paths: the files written, by name.
+        version: the registered model version (`cashback-rates`), when registered.
     """
 
     response: RateResponse
@@ -89,7 +92,10 @@ class RatesTraining:
     fairness: pl.DataFrame
     metrics: dict[str, float]
     close: datetime
+    held_out: LoggedData
+    held_out_rates: np.ndarray
     paths: dict[str, Path] = field(default_factory=dict)
+    version: str | None = None
 
 
 def _learner_params(config: RateSettings) -> dict[str, float | int]:
@@ -261,8 +267,12 @@ def _ope(
     shares: pl.DataFrame,
     multiplier: float,
     settings: Settings,
-) -> tuple[pl.DataFrame, np.ndarray]:
-    """IPS / SNIPS / DR of our policy, the logging policy and each uniform rate."""
+) -> tuple[pl.DataFrame, LoggedData, np.ndarray]:
+    """IPS / SNIPS / DR of our policy, the logging policy and each uniform rate.
+
+    Returns:
+        The estimates, and what they came from (`held_out_policy`).
+    """
     config = settings.rates
     logged, ours = held_out_policy(data, response, shares, multiplier, settings)
     grid = np.asarray(config.grid)
@@ -288,7 +298,7 @@ def _ope(
             "high": logging_value.high,
         }
     )
-    return pl.DataFrame(rows), ours
+    return pl.DataFrame(rows), logged, ours
 
 
 def _customers_at(
@@ -451,12 +461,16 @@ def policy_at(
     return frame, values, choose_rates(values.value, values.cost, allowed, budget), default_cost
 
 
-def run(settings: Settings, *, output_dir: Path | None = None) -> RatesTraining:
+def run(
+    settings: Settings, *, output_dir: Path | None = None, register: bool = False
+) -> RatesTraining:
     """Learn the response, evaluate it on held-out exposures, and set each customer's rate.
 
     Args:
         settings: service settings (data_dir, rates, features, default rate, exposure days).
         output_dir: where the outputs go (default `<data_dir>/rates`).
+        register: log the run to MLflow and register the policy as `cashback-rates`
+            (`challenger`), gated off-policy on the held-out exposures.
 
     Raises:
         CashbackError: without enough randomized exposures, or with a budget that the
@@ -482,7 +496,7 @@ def run(settings: Settings, *, output_dir: Path | None = None) -> RatesTraining:
     frame, values, choice, default_cost = policy_at(
         settings, sources, response, close, shares, config.budget_share
     )
-    ope, _ = _ope(data, response, shares, choice.multiplier, settings)
+    ope, held_out, held_out_rates = _ope(data, response, shares, choice.multiplier, settings)
     grid = np.asarray(config.grid)
     rate = grid[choice.choice]
     categories = [
@@ -512,6 +526,8 @@ def run(settings: Settings, *, output_dir: Path | None = None) -> RatesTraining:
         fairness=_fairness(frame, rate, config.excluded_attributes),
         metrics=metrics,
         close=close,
+        held_out=held_out,
+        held_out_rates=held_out_rates,
     )
     outputs = {
         "customer_rates": result.customers,
@@ -527,7 +543,44 @@ def run(settings: Settings, *, output_dir: Path | None = None) -> RatesTraining:
         path = (output_dir or settings.data_dir / "rates") / f"{name}.parquet"
         write_parquet_atomic(frame, path)
         result.paths[name] = path
+    if register:
+        result.version, gate = _register(settings, result, shares)
+        result.metrics |= gate
     return result
+
+
+def _register(
+    settings: Settings, result: RatesTraining, shares: pl.DataFrame
+) -> tuple[str, dict[str, float]]:
+    """Register the run's policy (response and multiplier) as the `challenger`."""
+    from models.rates.lifecycle import (  # noqa: PLC0415 - MLflow is slow to import
+        PolicyParams,
+        evaluation_frame,
+        register_rates,
+    )
+
+    config = settings.rates
+    features = result.response.features
+    test = result.data.test.join(shares, on="customer_id", how="left", maintain_order="left")
+    test = test.with_columns(pl.col("fraud_share").fill_null(0.0))
+    outcomes = ["rate", "propensity", *_targets(result.data.train)]
+    training = _sample(result.data.train, config).select(
+        *features, *(c for c in outcomes if c in result.data.train.columns)
+    )
+    params = PolicyParams(
+        min_rate=config.min_rate,
+        max_rate=config.max_rate,
+        segment_caps=dict(config.segment_caps),
+        multiplier=result.choice.multiplier,
+    )
+    return register_rates(
+        settings,
+        result.response,
+        params,
+        training=training,
+        evaluation=evaluation_frame(test, features),
+        metrics=result.metrics,
+    )
 
 
 def _metrics(

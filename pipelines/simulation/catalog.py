@@ -25,6 +25,7 @@ from pipelines.simulation.world import (
 
 MERCHANTS_PER_CUSTOMERS = 200  # one merchant per this many customers
 MIN_MERCHANTS, MAX_MERCHANTS = 40, 5000
+POPULARITY_EXPONENT = 0.8  # the k-th merchant of a category is chosen in proportion to k ** -0.8
 
 
 def merchant_count(config: WorldConfig) -> int:
@@ -55,7 +56,7 @@ def build_merchants(
         cats.extend([cat] * n)
         margin = CATEGORY_MARGIN[cat] * rng.uniform(0.8, 1.2, n)
         margins.extend(np.round(np.clip(margin, 0.02, 0.9), 3).tolist())
-        popularity = 1 / np.arange(1, n + 1) ** 0.8
+        popularity = 1 / np.arange(1, n + 1) ** POPULARITY_EXPONENT
         cdfs.append(np.cumsum(popularity) / popularity.sum())
     frame = pl.DataFrame({"merchant_id": ids, "category": cats, "margin_rate": margins})
     return frame, cdfs

@@ -28,6 +28,11 @@ CARRIER_IPS = 4000  # shared mobile-carrier addresses: many honest customers beh
 SECONDARY_DEVICE_SHARE = 0.15
 HOME_IP_SHARE, CARRIER_IP_SHARE = 0.6, 0.3
 FULL_RETURN_SHARE = 0.7
+PARTIAL_RETURN_SHARE = (0.2, 0.9)  # a partial return gives back a uniform share in this range
+RETURN_DELAY_DAYS = (1.0, 30.0)  # a return comes uniformly this many days after its order
+CLAIM_DELAY_MEDIAN_DAYS = 2 / 24  # an honest claim's delay is log-normal around this median
+CLAIM_DELAY_SIGMA = 1.2
+CLAIM_DELAY_CAP_DAYS = 30.0
 MIN_AMOUNT = 1.0
 
 
@@ -160,7 +165,7 @@ def honest_purchases(
     channel = choice_rows(rng, segments.channels, seg)
     merchant = pick_merchants(rng, category, merchant_cdf)
     returned = rng.random(n) < pop.return_prob[cust]
-    share = np.where(rng.random(n) < FULL_RETURN_SHARE, 1.0, rng.uniform(0.2, 0.9, n))
+    share = np.where(rng.random(n) < FULL_RETURN_SHARE, 1.0, rng.uniform(*PARTIAL_RETURN_SHARE, n))
     globals_ = pop.offset + cust
     return Purchases(
         customer=cust,
@@ -171,11 +176,14 @@ def honest_purchases(
         merchant=merchant,
         abuse=np.full(n, NO_ABUSE),
         claimed=rng.random(n) < pop.claim_prob[cust],
-        claim_delay=np.minimum(rng.lognormal(np.log(2 / 24), 1.2, n), 30.0),
+        claim_delay=np.minimum(
+            rng.lognormal(np.log(CLAIM_DELAY_MEDIAN_DAYS), CLAIM_DELAY_SIGMA, n),
+            CLAIM_DELAY_CAP_DAYS,
+        ),
         claim_amount=amount,
         device=2 * globals_ + (rng.random(n) < SECONDARY_DEVICE_SHARE),
         ip=pick_ips(rng, globals_, config.seed),
-        return_delay=np.where(returned, rng.uniform(1, 30, n), np.nan),
+        return_delay=np.where(returned, rng.uniform(*RETURN_DELAY_DAYS, n), np.nan),
         return_share=share,
         receipt_source=np.full(n, -1),
     )

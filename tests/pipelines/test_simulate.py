@@ -13,7 +13,13 @@ from cashback.attribution import attribute_to_exposures
 from cashback.settings import Settings
 from cashback.tables import read_table, validate_directory
 from pipelines.simulate import run, world_config
-from pipelines.simulation.truth import expected_spend, load_truth
+from pipelines.simulation.truth import (
+    expected_orders,
+    expected_spend,
+    exposure_windows,
+    load_truth,
+    window_end,
+)
 
 pytestmark = pytest.mark.xdist_group("simulated_worlds")
 DAY = 86_400_000_000
@@ -139,6 +145,26 @@ def test_truth_expected_spend_matches_the_simulated_spend(
     )
     for row in by_rate.iter_rows(named=True):
         assert row["spend"] == pytest.approx(row["expected"], rel=0.1), row
+
+
+def test_truth_windows_hour_by_hour_add_up_to_the_expected_orders(default_world: Path) -> None:
+    # given the last exposures of honest customers, their windows cut where the customer churned
+    truth = load_truth(default_world)
+    honest = truth.customers.filter(pl.col("role") == "legit").select("customer_id")
+    exposures = read_table(default_world, "exposures").join(honest.lazy(), on="customer_id")
+    exposures = exposures.sort("ts", "exposure_id").collect().tail(5_000)
+    windows = exposure_windows(default_world, truth, exposures)
+    end = window_end(exposures["valid_until"], windows.customers["churned_ts"])
+    days = (end - exposures["ts"]).dt.total_microseconds().to_numpy() / DAY
+
+    # when their orders at no cashback are added up hour by hour
+    by_hour = windows.orders.sum(axis=1)
+
+    # then they are the truth's expected orders over each window, and churns cut some windows
+    expected = expected_orders(windows.customers, truth.config, 0.0, exposures["ts"], days)
+    np.testing.assert_allclose(by_hour, expected, rtol=1e-9)
+    assert (days < 7).any()
+    assert (days <= 7).all()
 
 
 @pytest.mark.parametrize("world", ["default_world", "hard_world"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from cashback.cli import app
 from cashback.errors import CashbackError
 from cashback.settings import RateSettings, Settings, get_settings
+from models.registry import champion_version, promote
 from pipelines.rates_frontier import frontier_table, load_values
 from pipelines.simulate import run as simulate
 from pipelines.simulate import world_config
@@ -109,3 +111,26 @@ def test_the_cli_prints_the_held_out_values_and_where_the_rates_are() -> None:
     assert result.exit_code == 0, result.output
     assert "personalized" in result.output
     assert "customer_rates:" in result.output
+
+
+def test_the_policy_is_registered_and_promoted_on_its_off_policy_value(
+    program: Path, tmp_path: Path
+) -> None:
+    # given a copy of the program (its own MLflow store) and a run registered as challenger
+    data = tmp_path / "data"
+    shutil.copytree(program, data)
+    settings = _settings(data)
+    result = run(settings, register=True)
+    assert result.version is not None
+
+    # when it is promoted (no champion yet)
+    promoted = promote(settings, "rates")
+
+    # then the gate scored the logged pyfunc policy on the held-out exposures exactly as the
+    # run measured it, and that is the personalized policy's DR value in the OPE table
+    assert promoted.promoted
+    assert champion_version(settings, "rates") == int(result.version)
+    for metric in ("dr_value", "snips_value"):
+        assert promoted.challenger_metrics[metric] == pytest.approx(result.metrics[metric])
+    dr = result.ope.filter(pl.col("policy") == "personalized", pl.col("estimator") == "dr")
+    assert result.metrics["dr_value"] == pytest.approx(dr["value"].item())
