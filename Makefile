@@ -26,7 +26,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 env: $(STAMP)  ## create the virtualenv from the lock file
 
-run: env  ## build demo data (and later features and models) if absent, then serve
+run: env  ## build the demo data, features and models if absent, then serve the API
 	$(BIN)/cashback demo
 
 lint: env  ## ruff check and format check
@@ -36,7 +36,7 @@ lint: env  ## ruff check and format check
 typecheck: env  ## mypy, strict
 	$(BIN)/mypy
 
-services:  ## install what the tests run against (redis-server, chromium) when missing
+services:  ## install what the tests run against (redis-server, chromium, postgresql) when missing
 	bash scripts/install_services.sh
 
 pytest: env services  ## unit, integration and real-data tests (not the benchmarks)

@@ -375,6 +375,12 @@ class ServingSettings(BaseModel):
     reasons_batch: int = Field(
         default=64, ge=1, description="flagged claims explained together off the request path"
     )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="a valid API key is remembered this long by each worker (a revoked key "
+        "stops working at most this late; 0: look every key up)",
+    )
 
 
 class Settings(BaseSettings):

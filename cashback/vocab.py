@@ -116,3 +116,12 @@ class ExperimentMetric(StrEnum):
     CASHBACK_PAID = "cashback_paid"
     NET_INCREMENTAL_MARGIN = "net_incremental_margin"
     FRAUD_LOSS = "fraud_loss"
+
+
+class Role(StrEnum):
+    """Who an API key belongs to (the serving API's roles)."""
+
+    ENGINE = "engine"  # the cashback engine: offers, claim scores
+    MARKETER = "marketer"  # experiments, customer insights
+    RISK = "risk"  # the review queue
+    ADMIN = "admin"  # everything

@@ -47,10 +47,25 @@ def _micros(ts: datetime) -> int:
 
 
 class FreshClaimLog:
-    """Claims recorded as they are scored, and the fresh features of a claim at its time."""
+    """Claims recorded as they are scored, and the fresh features of a claim at its time.
 
-    def __init__(self, path: Path | str = ":memory:") -> None:
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    Args:
+        path: the SQLite file (default: in memory).
+        shared: the file is shared by several processes: WAL mode (readers never wait for
+            the writer) with normal syncing (a commit survives the process, not the machine,
+            and costs no fsync), and writers wait up to `busy_timeout_s` for each other.
+        busy_timeout_s: how long a shared writer waits for another's lock.
+    """
+
+    def __init__(
+        self, path: Path | str = ":memory:", *, shared: bool = False, busy_timeout_s: float = 30.0
+    ) -> None:
+        self._conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+        )
+        if shared:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(SCHEMA)
 
     def record(self, claims: Iterable[Mapping[str, Any]]) -> int:

@@ -2,22 +2,30 @@
 # Install the real services and programs the tests run against, when missing:
 #   redis-server  the Redis online store tests
 #   chromium      the browser tests of the HTML reports and the console (driven by Playwright)
+#   postgresql    the serving API's tests on PostgreSQL (each test session runs its own
+#                 throw-away server; the packaged cluster is left alone)
 #
-# Idempotent and quiet: a no-op when every program is already on PATH. As root it installs the
+# Idempotent and quiet: a no-op when every program is already there. As root it installs the
 # missing Debian packages in one apt-get call; otherwise it says what to run and exits 0, so
 # that the tests that need them skip with that reason instead of failing the whole run.
 set -euo pipefail
 
 # program on PATH -> Debian package, and the tests that skip without it
-declare -A PACKAGE=([redis-server]=redis-server [chromium]=chromium)
+declare -A PACKAGE=([redis-server]=redis-server [chromium]=chromium [initdb]=postgresql)
 declare -A NEEDED_BY=(
     [redis-server]="the Redis online store tests"
     [chromium]="the browser tests (HTML reports, console)"
+    [initdb]="the serving API tests on PostgreSQL"
 )
 
+present() {  # a program on PATH, or PostgreSQL's server programs where Debian puts them
+    command -v "$1" >/dev/null 2>&1 && return 0
+    [[ "$1" == initdb ]] && compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
 missing=()
-for program in redis-server chromium; do
-    command -v "$program" >/dev/null 2>&1 || missing+=("$program")
+for program in redis-server chromium initdb; do
+    present "$program" || missing+=("$program")
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
@@ -57,9 +65,10 @@ if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${p
     echo "install_services: installing ${packages[*]} failed (see above)" >&2
     exit 1
 fi
-# The redis package may start a system-wide instance on 6379; the tests start their own on a
-# free port, so it does no harm, but it is not needed either.
+# The redis package may start a system-wide instance on 6379, and the postgresql package
+# creates a cluster (left down where there is no init system); the tests start their own
+# servers on free ports, so these do no harm, but they are not needed either.
 for program in "${missing[@]}"; do
-    command -v "$program" >/dev/null
+    present "$program"
 done
 echo "install_services: installed ${packages[*]}"

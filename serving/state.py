@@ -1,0 +1,64 @@
+"""Everything the app holds while it runs, built by its lifespan and closed at shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from cashback.settings import Settings
+from models.fraud.scorer import FraudScorer
+from serving.auth import KeyCache
+from serving.claims import ClaimService
+from serving.db import Database
+from serving.metrics import Metrics
+from serving.reasons import ReasonWorker
+from serving.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """The app's database, loaded components, services and metrics."""
+
+    settings: Settings
+    db: Database
+    runtime: Runtime
+    metrics: Metrics
+    reasons: ReasonWorker
+    claims: ClaimService
+    keys: KeyCache
+
+    def close(self) -> None:
+        """Finish the queued reasons, close the components and the database."""
+        self.reasons.stop()
+        self.runtime.close()
+        self.db.close()
+
+
+def start(settings: Settings, metrics: Metrics) -> AppState:
+    """Open the database (migrated when configured), load what serving needs, start workers.
+
+    Nothing missing stops the start: see `serving.runtime`.
+    """
+    db = Database(settings)
+    if settings.serving.migrate_on_startup:
+        revision = db.upgrade()
+        logger.info("app database (%s) at revision %s", db.backend, revision)
+    runtime = Runtime(settings)
+    runtime.load()
+
+    def scorer() -> FraudScorer | None:
+        return None if runtime.fraud is None else runtime.fraud.scorer
+
+    reasons = ReasonWorker(
+        db, scorer, metrics, settings.serving.reasons_batch, settings.fraud.reason_count
+    )
+    reasons.start()
+    queued = reasons.recover()
+    if queued:
+        logger.info("%d review cases queued again for their reasons", queued)
+    pepper = settings.ip_pepper_bytes()
+    claims = ClaimService(settings, runtime, db, metrics, reasons, pepper)
+    keys = KeyCache(settings.serving.key_cache_seconds)
+    return AppState(settings, db, runtime, metrics, reasons, claims, keys)
