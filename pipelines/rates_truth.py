@@ -139,20 +139,13 @@ def _segment_informed_gain(
     uniform rate's true spend and scored on the truth.
     """
     totals = np.bincount(segment, weights=baseline)
-    per_euro_value = (
-        np.stack(
-            [np.bincount(segment, weights=true_value[:, k]) for k in range(true_value.shape[1])], 1
-        )
-        / totals[:, None]
-    )
-    per_euro_cost = (
-        np.stack(
-            [np.bincount(segment, weights=true_cost[:, k]) for k in range(true_cost.shape[1])], 1
-        )
-        / totals[:, None]
-    )
-    value = baseline[:, None] * per_euro_value[segment]
-    cost = baseline[:, None] * per_euro_cost[segment]
+
+    def per_baseline_euro(matrix: np.ndarray) -> np.ndarray:
+        """Each customer's baseline times their segment's total per euro of baseline."""
+        sums = np.stack([np.bincount(segment, weights=column) for column in matrix.T], axis=1)
+        return np.asarray(baseline[:, None] * (sums / totals[:, None])[segment])
+
+    value, cost = per_baseline_euro(true_value), per_baseline_euro(true_cost)
     best = int(np.argmax(true_value.sum(axis=0)))
     allowed = np.ones_like(value, dtype=bool)
     choice = choose_rates(value, cost, allowed, float(true_cost[:, best].sum())).choice

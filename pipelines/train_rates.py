@@ -13,8 +13,8 @@ One straight line:
    Lagrange multiplier and the greedy fill, a reason in words per customer;
 5. the segment x category rate card, and the average rate by each excluded attribute;
 6. per-customer rates, the rate card, the Qini table, the OPE table and each customer's value
-   and cost of every rate (for `cashback rates simulate-budget`) written (atomically) under
-   `<data_dir>/rates/`.
+   and cost of every rate (for `cashback rates simulate-budget`), and each customer's fraud
+   share (for serving) written (atomically) under `<data_dir>/rates/`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from models.rates.dataset import (
 )
 from models.rates.learners import BaselineSLearner, TLearner
 from models.rates.ope import LoggedData, evaluate_policy, logged_value
-from models.rates.policy import PolicyChoice, allowed_rates, choose_rates
+from models.rates.policy import PolicyChoice, allowed_rates, choose_rates, rates_at
 from models.rates.response import OUTCOME_OBJECTIVES, RateResponse, RateValues
 from models.rates.uplift_metrics import qini_by_level
 from pipelines.build_features import latest_close
@@ -256,8 +256,7 @@ def held_out_policy(
     allowed = allowed_rates(
         grid, None, min_rate=config.min_rate, max_rate=config.max_rate, segment_caps={}
     )
-    allowed = np.repeat(allowed, test.height, axis=0)
-    ours = np.argmax(np.where(allowed, values.value - multiplier * values.cost, -np.inf), axis=1)
+    ours = rates_at(values.value, values.cost, allowed, multiplier)
     return _logged(test, values, grid), ours
 
 
@@ -538,6 +537,8 @@ def run(
         "rate_values": values_frame(
             result.customers, values, choice.choice, response.default_index, config
         ),
+        # what serving subtracts from a rate's value for each customer (serving/offer_book)
+        "fraud_shares": shares.select("customer_id", "fraud_share"),
     }
     for name, frame in outputs.items():
         path = (output_dir or settings.data_dir / "rates") / f"{name}.parquet"

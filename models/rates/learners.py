@@ -33,6 +33,7 @@ FloatArray = npt.NDArray[np.float64]
 OBJECTIVES = ("regression", "tweedie", "binary")
 # Rates come from a grid: a tolerance keeps 0.1 + 0.2-style rounding matching its level.
 LEVEL_ATOL = 1e-9
+GRID_CHUNK_PAIRS = 262_144  # (row, rate) pairs per booster call: bounds the memory of a grid
 
 
 def _features(X: npt.ArrayLike) -> FloatArray:  # noqa: N803 - scikit-learn's name
@@ -513,6 +514,35 @@ class BaselineSLearner(_RateLearner):
         effect = np.mean([b.predict(xr, raw_score=True) for b in self.effects_], axis=0)
         return _link(self.objective, np.asarray(baseline + effect, dtype=np.float64))
 
+    def predict_grid(
+        self,
+        X: npt.ArrayLike,  # noqa: N803 - scikit-learn's name
+        grid: npt.ArrayLike,
+    ) -> FloatArray:
+        """Expected outcome of every row at every rate of a grid (see the base class).
+
+        The baseline does not depend on the rate: it is predicted once, and the effect trees
+        read every (row, rate) pair in one call per booster, in chunks of rows. A request
+        that prices one customer makes a few booster calls rather than a few per rate.
+        """
+        x = self._checked_predict_input(X)
+        rates = np.asarray(grid, dtype=np.float64)
+        if rates.ndim != 1:
+            raise ValueError(f"grid: expected a 1-D array, got shape {rates.shape}")
+        out = np.empty((x.shape[0], rates.size))
+        step = max(1, GRID_CHUNK_PAIRS // max(rates.size, 1))
+        for start in range(0, x.shape[0], step):
+            out[start : start + step] = self._grid_chunk(x[start : start + step], rates)
+        return out
+
+    def _grid_chunk(self, x: FloatArray, rates: FloatArray) -> FloatArray:
+        n, k = x.shape[0], rates.size
+        baseline = np.mean([b.predict(x, raw_score=True) for b in self.baselines_], axis=0)
+        pairs = np.column_stack([np.tile(x, (k, 1)), np.repeat(rates, n)])
+        effect = np.mean([b.predict(pairs, raw_score=True) for b in self.effects_], axis=0)
+        raw = np.tile(baseline, k) + effect
+        return _link(self.objective, np.asarray(raw, dtype=np.float64)).reshape(k, n).T
+
 
 def _subset(w: FloatArray | None, rows: npt.NDArray[np.bool_]) -> FloatArray | None:
     """The weights of some rows, or None."""
@@ -561,7 +591,7 @@ class TLearner(_RateLearner):
         boosters = []
         for level in levels:
             rows = r == level
-            level_w = None if w is None else w[rows]
+            level_w = _subset(w, rows)
             if level_w is not None and not np.any(level_w > 0):
                 raise ValueError(f"sample_weight: every row at rate {level} weighs 0")
             boosters.append(self._train(x[rows], y_[rows], level_w, params))
@@ -649,9 +679,7 @@ class DRLearner(_RateLearner):
             train = ~held_out
             if np.unique(r[train]).size != levels.size:
                 raise ValueError(f"rate: a level has no row outside fold {fold}; use fewer folds")
-            model = self._outcome_model().fit(
-                x[train], r[train], y[train], None if w is None else w[train]
-            )
+            model = self._outcome_model().fit(x[train], r[train], y[train], _subset(w, train))
             predicted[held_out] = model.predict_grid(x[held_out], levels)
         return predicted
 

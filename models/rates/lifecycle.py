@@ -39,7 +39,7 @@ from models.customers.lifecycle import model_input
 from models.evaluation import Gate, MetricSpec
 from models.rates.dataset import matrix
 from models.rates.ope import LoggedData, evaluate_policy
-from models.rates.policy import allowed_rates
+from models.rates.policy import allowed_rates, rates_at
 from models.rates.response import RateResponse
 
 if TYPE_CHECKING:
@@ -110,9 +110,7 @@ def price(response: RateResponse, params: PolicyParams, frame: pl.DataFrame) -> 
         max_rate=params.max_rate,
         segment_caps=params.segment_caps,
     )
-    allowed = np.broadcast_to(allowed, values.value.shape)
-    score = np.where(allowed, values.value - params.multiplier * values.cost, -np.inf)
-    out = {"rate": grid[np.argmax(score, axis=1)]}
+    out = {"rate": grid[rates_at(values.value, values.cost, allowed, params.multiplier)]}
     for k, r in enumerate(grid):
         out[rate_column("value", r)] = values.value[:, k]
         out[rate_column("cost", r)] = values.cost[:, k]

@@ -222,3 +222,14 @@ def allowed_rates(
             allowed[rows] &= grid <= cap + 1e-12
             allowed[rows, int(np.argmax(band))] = True  # the lowest allowed rate stays
     return allowed
+
+
+def rates_at(
+    value: FloatMatrix, cost: FloatMatrix, allowed: BoolMatrix, multiplier: float
+) -> IntArray:
+    """Each row's allowed grid index maximising value - multiplier x cost.
+
+    The budgeted policy's rule once its multiplier is known: what serving and off-policy
+    evaluation apply to customers the budget run did not price.
+    """
+    return _argmax(value - multiplier * cost, np.broadcast_to(allowed, value.shape))

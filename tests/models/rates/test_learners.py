@@ -7,6 +7,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
+from models.rates import learners
 from models.rates.learners import BaselineSLearner, DRLearner, SLearner, TLearner
 from models.rates.uplift_metrics import qini_by_level
 
@@ -420,3 +421,16 @@ def test_baseline_s_learner_refuses_what_it_cannot_use(
         BaselineSLearner(n_estimators=5, num_threads=1, **params).fit(
             x, rate, y, propensity=propensity
         )
+
+
+def test_the_baseline_learners_grid_is_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a fitted baseline S-learner and its grid predicted in one chunk
+    x, rate, y, _ = _world(500, 2, binary=False)
+    model = BaselineSLearner(**_small(BaselineSLearner)).fit(x, rate, y)
+    whole = model.predict_grid(x, GRID)
+    # when the chunks hold a few rows only (not a multiple of the row count)
+    monkeypatch.setattr(learners, "GRID_CHUNK_PAIRS", 7 * GRID.size)
+    chunked = model.predict_grid(x, GRID)
+    # then nothing changes, and each column is the prediction at its rate
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_allclose(whole[:, 1], model.predict(x, GRID[1]))
