@@ -1256,6 +1256,89 @@ def db_upgrade() -> None:
     _say(f"app database ({database.backend}) at revision {revision}")
 
 
+decisions_app = typer.Typer(
+    help="Decisions of the serving API: what is behind one, and its replay.", no_args_is_help=True
+)
+app.add_typer(decisions_app, name="decisions")
+DecisionId = Annotated[str, typer.Argument(help="the decision_id the API answered with")]
+
+if TYPE_CHECKING:
+    from serving.decisions import DecisionRecord
+
+
+def _found_decision(settings: Settings, decision_id: str) -> DecisionRecord:
+    """The stored decision; exit 2 when no decision has this id."""
+    from serving.db import open_database  # noqa: PLC0415
+    from serving.decisions import find_decision  # noqa: PLC0415
+
+    database = open_database(settings)
+    try:
+        record = find_decision(database.engine, decision_id)
+    finally:
+        database.close()
+    if record is None:
+        err_console.print(
+            f"[red]error:[/red] no decision with id {escape(repr(decision_id))} in the app "
+            "database",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=2)
+    return record
+
+
+@decisions_app.command("show")
+def decisions_show(decision_id: DecisionId) -> None:
+    """The inputs, features, model and policy versions and the answer of a decision, as JSON.
+
+    Exits 2 when no decision has this id.
+    """
+    from serving.decisions import decision_policy  # noqa: PLC0415
+
+    settings = get_settings()
+    record = _found_decision(settings, decision_id)
+    document = record.to_dict() | {"policy": record.policy | decision_policy(settings, record)}
+    typer.echo(json.dumps(document, indent=2, default=str))
+
+
+@decisions_app.command("replay")
+def decisions_replay(decision_id: DecisionId) -> None:
+    """Recompute a decision with the model version that made it; say whether it matches.
+
+    Exits 1 when it does not match (each differing field is shown, stored and recomputed),
+    2 when no decision has this id.
+    """
+    from serving.decisions import replay_decision  # noqa: PLC0415
+
+    settings = get_settings()
+    result = replay_decision(settings, _found_decision(settings, decision_id))
+    for line in result.describe():
+        _say(line)
+    if not result.matches:
+        raise typer.Exit(code=1)
+
+
+exposures_app = typer.Typer(
+    help="Exposures the serving API decided, into the contract tables.", no_args_is_help=True
+)
+app.add_typer(exposures_app, name="exposures")
+
+
+@exposures_app.command("export")
+def exposures_export() -> None:
+    """Copy the API's new exposures and first experiment assignments into the data tables.
+
+    Run it before `cashback train rates` or `cashback experiments analyze` (e.g. daily);
+    a second run adds nothing.
+    """
+    from pipelines import export_exposures  # noqa: PLC0415
+
+    result = export_exposures.run(get_settings())
+    _say(f"{result.added:,} of {result.stored:,} stored exposures added to the exposures table")
+    for experiment, added in result.assignments.items():
+        _say(f"experiment {experiment}: {added:,} first assignments added")
+
+
 @app.command("serve")
 def serve(
     host: Annotated[str | None, typer.Option(help="address to bind (setting: serving.host)")] = (

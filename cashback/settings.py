@@ -375,11 +375,38 @@ class ServingSettings(BaseModel):
     reasons_batch: int = Field(
         default=64, ge=1, description="flagged claims explained together off the request path"
     )
+    exploration_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="share of personalized offers whose rate is drawn uniformly from the "
+        "allowed rates (logged with its propensity, so that the policy can be re-learnt)",
+    )
+    policy_offer_id: str = Field(
+        default="flat-immediate",
+        min_length=1,
+        description="the catalog offer that carries a personalized or experimental rate",
+    )
+    default_offer_id: str = Field(
+        default="default-card",
+        min_length=1,
+        description="the catalog offer of the default rate card (holdout, fallbacks)",
+    )
+    experiments_refresh_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="each worker re-reads the running experiments at most this often",
+    )
     key_cache_seconds: float = Field(
         default=5.0,
         ge=0.0,
         description="a valid API key is remembered this long by each worker (a revoked key "
         "stops working at most this late; 0: look every key up)",
+    )
+    review_lock_minutes: float = Field(
+        default=15.0,
+        ge=0.0,
+        description="an analyst who takes a review case holds it this long (others get 409)",
     )
 
 

@@ -17,7 +17,8 @@ Lifecycle:
 3. `rollback` moves `champion` back along the champion history (the registered-model tag
    `cashback.champion_history`, oldest first): repeated rollbacks go further back.
 4. Serving loads `load_champion`, or reads the champion's pyfunc artifacts directly from
-   `champion_artifacts` (e.g. a native LightGBM booster file).
+   `champion_artifacts` (e.g. a native LightGBM booster file); replaying a decision reads
+   the version that made it from `version_artifacts`.
 
 Evaluators: `evaluator_for(short)` returns the evaluator registered with `register_evaluator`,
 or else imports the package `models.<short>` and calls its `evaluator()` function (the
@@ -619,9 +620,23 @@ def champion_artifacts(settings: Settings, short: str) -> Path:
     Raises:
         CashbackError: when there is no champion yet.
     """
+    return version_artifacts(settings, short, CHAMPION)
+
+
+def version_artifacts(settings: Settings, short: str, alias_or_version: str | int) -> Path:
+    """One version's pyfunc `artifacts/` directory (see `champion_artifacts`).
+
+    Args:
+        settings: the service settings.
+        short: one of `MODEL_NAMES`.
+        alias_or_version: a version number, or an alias (`champion`, `challenger`).
+
+    Raises:
+        CashbackError: when no such version or alias exists.
+    """
     name = registered_name(settings, short)
     client = _client(settings)
-    version = _resolve(client, name, short, CHAMPION)
+    version = _resolve(client, name, short, alias_or_version)
     stored = _local_path(client.get_model_version_download_uri(name, version))
     if stored is not None and stored.is_dir():
         return stored / "artifacts"

@@ -4,7 +4,8 @@ Builds whatever is absent, in order, on the embedded defaults: the simulated wor
 data directory, its feature tables, the Feast registry and the SQLite online store, the
 champion fraud model in the local MLflow registry, the customer models (churn, value,
 segments: each trained and promoted when the data allow, else skipped with the reason) and
-their scores in the online store, and says where it is.
+their scores in the online store, and the rate policy (with its rate card) that offers are
+priced with, and says where it is.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def run(settings: Settings) -> Iterator[str]:
     yield from _features(settings)
     yield from _fraud_model(settings)
     yield from _customer_models(settings)
+    yield from _rates_model(settings)
     yield f"check it: cashback data validate {data}"
 
 
@@ -116,4 +118,28 @@ def _customer_models(settings: Settings) -> Iterator[str]:
     yield (
         f"customer scores as of {scored.close:%Y-%m-%d} in the online store "
         f"({written:,} written now)"
+    )
+
+
+def _rates_model(settings: Settings) -> Iterator[str]:
+    """Train the rate policy and make it the champion, unless there is one."""
+    from cashback.errors import CashbackError  # noqa: PLC0415
+    from models.registry import champion_version, promote  # noqa: PLC0415
+    from pipelines import train_rates  # noqa: PLC0415
+
+    version = champion_version(settings, "rates")
+    if version is not None:
+        yield f"rates policy found: cashback-rates v{version} is the champion"
+        return
+    yield "training the rate policy (response to the rate, budget, rate card)"
+    try:
+        trained = train_rates.run(settings, register=True)
+    except CashbackError as error:
+        yield f"rates policy skipped (offers fall back to the default rate card): {error}"
+        return
+    result = promote(settings, "rates")
+    yield (
+        f"cashback-rates v{trained.version} is the champion (DR value per exposure "
+        f"{trained.metrics['dr_value']:.2f}, decision: {result.decision}); rate card in "
+        f"{trained.paths['rate_card']}"
     )

@@ -357,8 +357,8 @@ def reasons(
         }
     )
     head = pl.format(
-        "{}% rather than the default {}%: expected incremental margin {} for {} of cashback "
-        "per {}-day offer",
+        "{}% rather than the default {}%: expected margin {} against the default, net of "
+        "cashback and fraud; {} of cashback over the {}-day offer",
         pl.col("rate").round(1),
         pl.lit(round(default_rate * 100, 1)),
         pl.col("value").round(2),

@@ -20,12 +20,31 @@ from sqlalchemy.exc import DBAPIError
 from cashback.settings import Settings
 from serving import state as app_state
 from serving.metrics import Metrics, RequestMetricsMiddleware
-from serving.routes import claims, health
+from serving.routes import (
+    claims,
+    customers,
+    decisions,
+    experiments,
+    health,
+    offers,
+    payouts,
+    reviews,
+)
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """
-Fraud scores for the cashback engine's claims, with the service's probes and metrics.
+Offers and rates for the cashback engine (`/v1/offers/recommend`: the personalized policy
+with exploration, the global holdout and experiments, stable for the exposure's window),
+fraud scores for its claims (`/v1/claims/score`), customer insights, every decision's
+inputs and versions (`/v1/decisions`), with the service's probes and metrics.
+
+Marketers run A/B tests of rate policies under `/v1/experiments`: create, list, show,
+start and stop experiments, and read their results (verdict, SRM, lifts) or HTML report.
+
+The risk team works the review cases of flagged and audited claims under `/v1/reviews`
+(queue, case details, locks, decisions, statistics); the engine polls the payout actions
+the decisions imply at `/v1/payouts/decisions`.
 
 Authenticate with an API key in the `X-API-Key` header (`cashback keys create --role
 engine`). Roles: engine, marketer, risk, admin (admin may call every route).
@@ -82,4 +101,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(DBAPIError, _database_down)
     app.include_router(health.router)
     app.include_router(claims.router)
+    app.include_router(experiments.router)
+    app.include_router(offers.router)
+    app.include_router(customers.router)
+    app.include_router(decisions.router)
+    app.include_router(reviews.router)
+    app.include_router(payouts.router)
     return app

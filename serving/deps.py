@@ -93,3 +93,6 @@ def require(*roles: Role) -> Callable[[Principal], Principal]:
 
 
 EngineKey = Annotated[Principal, Depends(require(Role.ENGINE))]
+MarketerKey = Annotated[Principal, Depends(require(Role.MARKETER))]
+DecisionReaderKey = Annotated[Principal, Depends(require(Role.ENGINE, Role.RISK))]
+RiskKey = Annotated[Principal, Depends(require(Role.RISK))]

@@ -58,6 +58,18 @@ class Metrics:
             "claim scores answered from a stored decision (retries of a claim_id)",
             registry=self.registry,
         )
+        self.offer_decisions = Counter(
+            "cashback_offer_decisions",
+            "new exposures (offers decided, not repeats), by source: holdout, experiment, "
+            "policy, exploration, cold_start, fallback",
+            ["source"],
+            registry=self.registry,
+        )
+        self.offer_replays = Counter(
+            "cashback_offer_replays",
+            "offer requests answered with the customer's valid exposure",
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "cashback_fallbacks",
             "safe answers given because a model or the feature store was unavailable",

@@ -1,4 +1,7 @@
-"""What the API serves with: the fraud champion, the online store, the claim log.
+"""What the API serves with: the champions, the online store, the claim log, the offer book.
+
+The fraud and rates champions; the online store (the fraud service, and the customer services
+for offers); the claim log; the offer book (catalog, rate card, fraud shares).
 
 Each is loaded when the app starts. One that cannot be loaded (no champion yet, a store not
 materialized, Redis down) is recorded with the reason: the endpoints that need it answer
@@ -18,14 +21,22 @@ from typing import Any
 from cashback.settings import Settings
 from features.online import OnlineReader
 from models.fraud.scorer import FraudScorer
+from models.rates.lifecycle import PolicyParams
+from models.rates.response import RateResponse
 from serving.claim_log import SharedClaimLog, open_claim_log
+from serving.offer_book import OfferBook, load_offer_book
 
 logger = logging.getLogger(__name__)
 
 FRAUD_SERVICE = "fraud_v1"
+RATES_SERVICE = "rates_v1"
+CUSTOMERS_SERVICE = "customers_v1"
 FRAUD_MODEL = "fraud_model"
+RATES_MODEL = "rates_model"
 ONLINE_STORE = "online_store"
+CUSTOMER_STORE = "customer_store"
 CLAIM_LOG = "claim_log"
+OFFER_BOOK = "offer_book"
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,73 @@ def load_fraud(settings: Settings) -> LoadedFraud:
     return LoadedFraud(scorer, version)
 
 
+@dataclass(frozen=True)
+class LoadedRates:
+    """The rates champion: the fitted response and the policy's parameters.
+
+    Attributes:
+        response: the response of margin, paid spend and spend to the rate.
+        params: the grid limits, segment caps and the budget's multiplier.
+        version: its registered version.
+    """
+
+    response: RateResponse
+    params: PolicyParams
+    version: str
+
+
+@dataclass
+class CustomerReaders:
+    """Online readers of a customer: the rates features, and the model outputs if stored.
+
+    Attributes:
+        rates: the rates_v1 service (behaviour, cashback, lifecycle views).
+        scores: the customers_v1 service (lifecycle, segment, churn, CLV) when
+            `cashback customers score` has run and been materialized, else None.
+    """
+
+    rates: OnlineReader
+    scores: OnlineReader | None
+
+    def close(self) -> None:
+        """Close both readers' connections."""
+        self.rates.close()
+        if self.scores is not None:
+            self.scores.close()
+
+
+def load_rates(settings: Settings) -> LoadedRates:
+    """The rates champion, loaded from its native files.
+
+    Raises:
+        CashbackError: there is no champion (the message says how to make one).
+    """
+    from models.rates.lifecycle import SHORT, load_policy  # noqa: PLC0415
+    from models.registry import champion_artifacts, champion_version  # noqa: PLC0415
+
+    response, params = load_policy(champion_artifacts(settings, SHORT))
+    return LoadedRates(response, params, str(champion_version(settings, SHORT)))
+
+
+def open_customer_readers(settings: Settings) -> CustomerReaders:
+    """Readers of the customer services (the scores one only when it is stored).
+
+    Raises:
+        CashbackError: no Feast registry, or an empty store (the message names the command).
+    """
+    from features.store import feature_store  # noqa: PLC0415
+
+    store = feature_store(settings)
+    rates = OnlineReader(store, RATES_SERVICE)
+    try:
+        scores: OnlineReader | None = OnlineReader(store, CUSTOMERS_SERVICE)
+    # no customer_scores view applied or stored yet: segments fall back to lifecycle stages
+    except Exception as error:  # noqa: BLE001
+        logger.info("no customer scores online (%s): segments are lifecycle stages", error)
+        scores = None
+    return CustomerReaders(rates, scores)
+
+
 def open_online(settings: Settings) -> OnlineReader:
     """A reader of the fraud service's stored views (on-demand features come from requests).
 
@@ -80,6 +158,9 @@ class Runtime:
     fraud: LoadedFraud | None = None
     online: OnlineReader | None = None
     claim_log: SharedClaimLog | None = None
+    rates: LoadedRates | None = None
+    customers: CustomerReaders | None = None
+    offer_book: OfferBook | None = None
     problems: dict[str, str] = field(default_factory=dict)
     _tried_at: float = -1e18
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,6 +173,9 @@ class Runtime:
                 FRAUD_MODEL: load_fraud,
                 ONLINE_STORE: open_online,
                 CLAIM_LOG: open_claim_log,
+                RATES_MODEL: load_rates,
+                CUSTOMER_STORE: open_customer_readers,
+                OFFER_BOOK: load_offer_book,
             }
             for name, loader in loaders.items():
                 if getattr(self, _ATTRIBUTE[name]) is not None:
@@ -120,6 +204,15 @@ class Runtime:
             out[ONLINE_STORE] = f"{self.online.target.kind} ({FRAUD_SERVICE})"
         if self.claim_log is not None:
             out[CLAIM_LOG] = "open"
+        if self.rates is not None:
+            out[RATES_MODEL] = f"cashback-rates v{self.rates.version}"
+        if self.customers is not None:
+            scores = "" if self.customers.scores is not None else " (no customer scores)"
+            out[CUSTOMER_STORE] = f"{RATES_SERVICE}{scores}"
+        if self.offer_book is not None:
+            out[OFFER_BOOK] = f"{len(self.offer_book.offers)} offers; card: " + (
+                self.offer_book.card_source
+            )
         return out
 
     def close(self) -> None:
@@ -128,6 +221,15 @@ class Runtime:
             self.online.close()
         if self.claim_log is not None:
             self.claim_log.close()
+        if self.customers is not None:
+            self.customers.close()
 
 
-_ATTRIBUTE = {FRAUD_MODEL: "fraud", ONLINE_STORE: "online", CLAIM_LOG: "claim_log"}
+_ATTRIBUTE = {
+    FRAUD_MODEL: "fraud",
+    ONLINE_STORE: "online",
+    CLAIM_LOG: "claim_log",
+    RATES_MODEL: "rates",
+    CUSTOMER_STORE: "customers",
+    OFFER_BOOK: "offer_book",
+}

@@ -13,6 +13,8 @@ from cashback.vocab import AbuseType, PayoutMethod
 from models.fraud.decisions import Decision
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128)]
+MAX_ROW_ID = 2**63 - 1  # a row id is a signed 64-bit integer on every app database
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 Money = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
 
 CLAIM_EXAMPLE: dict[str, JsonValue] = {

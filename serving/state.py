@@ -11,6 +11,7 @@ from serving.auth import KeyCache
 from serving.claims import ClaimService
 from serving.db import Database
 from serving.metrics import Metrics
+from serving.offers import OfferService
 from serving.reasons import ReasonWorker
 from serving.runtime import Runtime
 
@@ -27,6 +28,7 @@ class AppState:
     metrics: Metrics
     reasons: ReasonWorker
     claims: ClaimService
+    offers: OfferService
     keys: KeyCache
 
     def close(self) -> None:
@@ -60,5 +62,6 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         logger.info("%d review cases queued again for their reasons", queued)
     pepper = settings.ip_pepper_bytes()
     claims = ClaimService(settings, runtime, db, metrics, reasons, pepper)
+    offers = OfferService(settings, runtime, db, metrics)
     keys = KeyCache(settings.serving.key_cache_seconds)
-    return AppState(settings, db, runtime, metrics, reasons, claims, keys)
+    return AppState(settings, db, runtime, metrics, reasons, claims, offers, keys)

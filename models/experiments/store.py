@@ -337,8 +337,9 @@ class ExperimentStore:
 
         Args:
             experiment_id: the experiment.
-            assigned: customer_id and variant of today's assignment.
-            ts: when they were assigned.
+            assigned: customer_id and variant of today's assignment, and `ts` when each
+                customer was assigned at their own time.
+            ts: when they were assigned (rows without their own `ts`).
 
         Returns:
             How many rows were added, and how many customers already had one (kept as is).
@@ -347,11 +348,12 @@ class ExperimentStore:
             existing = self.assignments().collect()
             known = existing.filter(pl.col("experiment_id") == experiment_id).select("customer_id")
             first = assigned.unique("customer_id", keep="first", maintain_order=True)
+            stamp = pl.col("ts") if "ts" in first.columns else pl.lit(ts)
             new = first.join(known, on="customer_id", how="anti").select(
                 pl.lit(experiment_id).alias("experiment_id"),
                 "customer_id",
                 "variant",
-                pl.lit(ts).cast(TS).alias("ts"),
+                stamp.cast(TS).alias("ts"),
             )
             path = table_path(self.directory, ASSIGNMENTS.name)
             if path.is_dir():

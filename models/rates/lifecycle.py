@@ -29,6 +29,7 @@ mpl.use("Agg")  # files only
 
 import matplotlib.pyplot as plt
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import polars as pl
 from matplotlib.figure import Figure
@@ -40,7 +41,7 @@ from models.evaluation import Gate, MetricSpec
 from models.rates.dataset import matrix
 from models.rates.ope import LoggedData, evaluate_policy
 from models.rates.policy import allowed_rates, rates_at
-from models.rates.response import RateResponse
+from models.rates.response import RateResponse, RateValues
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel
@@ -86,6 +87,34 @@ def load_policy(directory: Path) -> tuple[RateResponse, PolicyParams]:
     return response, params
 
 
+def price_matrix(
+    response: RateResponse,
+    params: PolicyParams,
+    x: npt.NDArray[np.float64],
+    share: npt.NDArray[np.float64],
+    segments: npt.NDArray[np.str_] | None,
+) -> tuple[npt.NDArray[np.float64], RateValues]:
+    """Each row's rate, and every grid rate's values, from the encoded model inputs.
+
+    Args:
+        response: the fitted response.
+        params: the policy's parameters.
+        x: the response's features, encoded (`models.rates.dataset.matrix`), one row each.
+        share: each row's fraud share.
+        segments: each row's segment, when segment caps apply.
+    """
+    grid = np.asarray(response.grid)
+    values = response.values(x, share)
+    allowed = allowed_rates(
+        grid,
+        segments,
+        min_rate=params.min_rate,
+        max_rate=params.max_rate,
+        segment_caps=params.segment_caps,
+    )
+    return grid[rates_at(values.value, values.cost, allowed, params.multiplier)], values
+
+
 def price(response: RateResponse, params: PolicyParams, frame: pl.DataFrame) -> pd.DataFrame:
     """Each row's rate, and every grid rate's value, cost and net margin.
 
@@ -95,23 +124,15 @@ def price(response: RateResponse, params: PolicyParams, frame: pl.DataFrame) -> 
         frame: rows with the response's features and `fraud_share` (0 when absent), and
             `segment` when segment caps apply.
     """
-    grid = np.asarray(response.grid)
     share = (
         frame["fraud_share"].fill_null(0.0).to_numpy()
         if "fraud_share" in frame.columns
         else np.zeros(frame.height)
     )
-    values = response.values(matrix(frame, response.features), share)
     segments = frame["segment"].cast(pl.String).to_numpy() if "segment" in frame.columns else None
-    allowed = allowed_rates(
-        grid,
-        segments,
-        min_rate=params.min_rate,
-        max_rate=params.max_rate,
-        segment_caps=params.segment_caps,
-    )
-    out = {"rate": grid[rates_at(values.value, values.cost, allowed, params.multiplier)]}
-    for k, r in enumerate(grid):
+    rate, values = price_matrix(response, params, matrix(frame, response.features), share, segments)
+    out = {"rate": rate}
+    for k, r in enumerate(response.grid):
         out[rate_column("value", r)] = values.value[:, k]
         out[rate_column("cost", r)] = values.cost[:, k]
         out[rate_column("net", r)] = values.net[:, k]

@@ -24,7 +24,7 @@ def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "something is missing"}},
 )
 def readyz(state: StateDep, response: Response) -> Readiness:
-    """200 when the fraud model, the online store, the claim log and the database are there.
+    """200 when the models, the stores, the claim log, the offer book and the database are up.
 
     Otherwise 503 with what is missing and why. A missing component is loaded again first
     (at most every `CASHBACK_SERVING__RETRY_LOAD_SECONDS`).

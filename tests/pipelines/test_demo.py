@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cashback.settings import FraudSettings, Settings, SimulationSettings
+from cashback.settings import FraudSettings, RateSettings, Settings, SimulationSettings
 from cashback.tables import validate_directory
 from features.online import OnlineReader
 from features.store import feature_store
 from pipelines import demo
 
 
-def test_the_demo_builds_world_features_online_store_and_fraud_model_then_reuses_them(
+def test_the_demo_builds_world_features_online_store_and_models_then_reuses_them(
     tmp_path: Path,
 ) -> None:
     settings = Settings(
@@ -19,6 +19,9 @@ def test_the_demo_builds_world_features_online_store_and_fraud_model_then_reuses
         ip_pepper="test-pepper-not-a-secret",
         simulation=SimulationSettings(customers=1_500, days=150),
         fraud=FraudSettings(maturity_days=30),
+        rates=RateSettings(
+            n_estimators=60, effect_n_estimators=100, resamples=1, bootstrap_replicates=20
+        ),
     )
     first = list(demo.run(settings))
     assert any(line.startswith("demo world written to") for line in first)
@@ -40,3 +43,7 @@ def test_the_demo_builds_world_features_online_store_and_fraud_model_then_reuses
     customers = OnlineReader(feature_store(settings), "customers_v1").read(["C00000001"])
     assert customers.features["segment"][0] is not None
     assert customers.features["lifecycle"][0] is not None
+    # the rate policy that offers are priced with, and its rate card
+    assert any(line.startswith("cashback-rates v1 is the champion") for line in first)
+    assert "rates policy found: cashback-rates v1 is the champion" in second
+    assert (settings.data_dir / "rates" / "rate_card.parquet").exists()

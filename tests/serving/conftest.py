@@ -22,53 +22,24 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from cashback.settings import (
-    FraudSettings,
-    ServingSettings,
-    Settings,
-    SimulationSettings,
-    get_settings,
-)
+from cashback.settings import ServingSettings, Settings, get_settings
 from cashback.vocab import Role
 from serving.app import create_app
 from serving.auth import create_key
 from serving.db import Database, open_database
 from serving.state import AppState
 from serving.tables import Base
-from tests.conftest import PROJECT_ROOT
 from tests.serving.postgres import PG_MISSING, postgres_server
+from tests.serving.world import PEPPER, RULES, base_settings, build_served_world
 
-PEPPER = "test-pepper-not-a-secret"
-RULES = PROJECT_ROOT / "config" / "fraud_rules.yaml"
+__all__ = ["PEPPER", "RULES", "base_settings"]  # what the API tests import from here
 BACKENDS = ("sqlite", "postgresql")
-
-
-def base_settings(data_dir: Path, **changes: Any) -> Settings:
-    """Settings of the served world (rules of the repo, 30-day maturity) with changes."""
-    fields: dict[str, Any] = {
-        "data_dir": data_dir,
-        "ip_pepper": PEPPER,
-        "simulation": SimulationSettings(customers=1_500, days=150),
-        "fraud": FraudSettings(maturity_days=30, max_rounds=80, anomaly_trees=20, rules_file=RULES),
-    }
-    return Settings(**(fields | changes))
 
 
 @pytest.fixture(scope="session")
 def served_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A world with features online and a fraud champion: its data directory."""
-    from features.store import apply, materialize_tables
-    from models.registry import promote
-    from pipelines import build_features, simulate, train_fraud
-
-    settings = base_settings(tmp_path_factory.mktemp("served") / "data")
-    simulate.run(simulate.world_config(settings), settings.data_dir, settings)
-    build_features.run(settings)
-    apply(settings)
-    materialize_tables(settings)
-    train_fraud.run(settings)
-    promote(settings, "fraud")
-    return settings.data_dir
+    return build_served_world(tmp_path_factory.mktemp("served") / "data").data_dir
 
 
 @pytest.fixture(scope="session")

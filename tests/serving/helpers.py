@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import polars as pl
+
 # the served world runs from 2025-01-01 for 150 days: a time at its end
 WHEN = "2025-05-30T15:00:00Z"
 CUSTOMER = "C00000007"
@@ -38,3 +40,21 @@ def eventually(check: Callable[[], bool], seconds: float = 1.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
+
+
+OFFERS_BATCH = "/v1/offers/recommend:batch"
+
+
+def world_customers(api: Any, n: int) -> list[str]:
+    """Customers of the world the store knows (bought in its last year)."""
+    frame = pl.read_parquet(api.settings.data_dir / "rates" / "customer_rates.parquet")
+    return frame["customer_id"].sort().head(n).to_list()
+
+
+def offers_batch(api: Any, customers: list[str], key: str, **context: Any) -> list[Any]:
+    """Offers for these customers at `WHEN` (one batch request): the answers in order."""
+    body = {"requests": [{"customer_id": c, "context": {"ts": WHEN, **context}} for c in customers]}
+    response = api.client.post(OFFERS_BATCH, json=body, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    results: list[Any] = response.json()["results"]
+    return results

@@ -1,11 +1,13 @@
-"""`cashback serve` end to end: uvicorn; SIGKILL loses no acknowledged claim.
+"""`cashback serve` end to end: uvicorn; SIGKILL loses no acknowledged claim or exposure.
 
 The server runs in its own process group on a free loopback port, against the served world
 and the backend's app database: two workers on SQLite (they share its files: the app
 database and the claim log), one on PostgreSQL (each worker imports and loads the models:
-about 15 s of CPU). Claims are sent one after the other; the whole group is
-killed with SIGKILL while they flow. Every claim the server acknowledged must be stored
-with the decision it was told, and the server's output must hold no customer id or IP.
+about 15 s of CPU). Claims and offer requests (each a new exposure) are sent in turn, one
+after the other; the whole group is killed with SIGKILL while they flow. Read afresh from
+the database, every claim the server acknowledged must be stored with the decision it was
+told, every acknowledged exposure stored exactly once, and the server's output must hold no
+customer id or IP.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import httpx2
@@ -24,13 +28,14 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from cashback.cli import app
-from cashback.settings import ServingSettings
+from cashback.settings import ServingSettings, Settings
 from cashback.vocab import Role
 from serving.auth import create_key
 from serving.db import open_database
-from serving.tables import ClaimDecision
+from serving.tables import ClaimDecision, OfferDecision
 from tests.serving.conftest import PEPPER, RULES, base_settings
 from tests.serving.helpers import claim_body
+from tests.serving.load import WorldOffers
 from tests.serving.postgres import free_port
 
 pytestmark = pytest.mark.xdist_group("serving")
@@ -105,39 +110,72 @@ def _engine_key(server_env: dict[str, str], database_url: str | None) -> str:
         database.close()
 
 
-def test_a_killed_server_loses_no_acknowledged_claim(
+def _stored(settings: Settings) -> tuple[dict[str, str], Counter[tuple[str, str, str]]]:
+    """The stored claims (claim_id -> decision_id) and exposures (counted by content)."""
+    database = open_database(settings, migrate=False)
+    try:
+        with database.session() as session:
+            rows = session.execute(select(ClaimDecision.claim_id, ClaimDecision.decision_id))
+            claims = dict(rows.tuples().all())
+            exposures = session.execute(
+                select(OfferDecision.customer_id, OfferDecision.ts, OfferDecision.decision_id)
+            ).tuples()
+            counted = Counter(
+                (customer, ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), decision)
+                for customer, ts, decision in exposures
+            )
+    finally:
+        database.close()
+    return claims, counted
+
+
+def test_a_killed_server_loses_no_acknowledged_claim_or_exposure(
     server: tuple[str, Path, int], server_env: dict[str, str], database_url: str | None
 ) -> None:
+    # given a running server and an engine key
     base, output, pid = server
     headers = {"X-API-Key": _engine_key(server_env, database_url)}
-    acknowledged: dict[str, str] = {}
+    claims: dict[str, str] = {}  # claim_id -> decision_id told
+    exposures: dict[str, str] = {}  # customer|ts -> decision_id told
     customers = [f"C{n:08d}" for n in range(1, 200)]
+    offers = WorldOffers(None, customers=customers)  # each request a new exposure
+
+    # when claims and offer requests are sent in turn, and the whole server is killed
+    # (SIGKILL) once 40 of each have been acknowledged
     with httpx2.Client(base_url=base, headers=headers, timeout=10) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         for n in range(1000):
-            body = claim_body(customer_id=customers[n % len(customers)])
+            if n % 2 == 0:
+                body = claim_body(customer_id=customers[n % len(customers)])
+                path, key, told = "/v1/claims/score", body["claim_id"], claims
+            else:
+                request = offers.next()
+                path, body, key, told = request.path, request.body, request.key, exposures
             try:
-                response = client.post("/v1/claims/score", json=body)
+                response = client.post(path, json=body)
             except httpx2.TransportError:
                 break  # killed
             assert response.status_code == 200, response.text
-            acknowledged[body["claim_id"]] = response.json()["decision_id"]
-            if len(acknowledged) == ACKNOWLEDGED_BEFORE_KILL:
+            told[key] = response.json()["decision_id"]
+            if len(claims) + len(exposures) == 2 * ACKNOWLEDGED_BEFORE_KILL:
                 os.killpg(pid, signal.SIGKILL)
-    assert len(acknowledged) >= ACKNOWLEDGED_BEFORE_KILL
+    assert len(claims) >= ACKNOWLEDGED_BEFORE_KILL
+    assert len(exposures) >= ACKNOWLEDGED_BEFORE_KILL
+
+    # then, read afresh from the database, every acknowledged claim is stored with the
+    # decision told, and every acknowledged exposure is stored exactly once, as told
     settings = base_settings(
         Path(server_env["CASHBACK_DATA_DIR"]),
         serving=ServingSettings(directory=Path(server_env["CASHBACK_SERVING__DIRECTORY"])),
         database_url=database_url,
     )
-    database = open_database(settings, migrate=False)
-    try:
-        with database.session() as session:
-            rows = session.execute(select(ClaimDecision.claim_id, ClaimDecision.decision_id))
-            stored = dict(rows.tuples().all())
-    finally:
-        database.close()
-    assert {k: stored.get(k) for k in acknowledged} == acknowledged
+    stored_claims, stored_exposures = _stored(settings)
+    assert {k: stored_claims.get(k) for k in claims} == claims
+    for key, decision in exposures.items():
+        customer, ts = key.split("|")
+        assert stored_exposures[(customer, ts, decision)] == 1, key
+        same_window = [k for k in stored_exposures if k[:2] == (customer, ts)]
+        assert same_window == [(customer, ts, decision)], key
     log = output.read_text()
     assert "Uvicorn running" in log or "Started server process" in log
     assert not any(customer in log for customer in customers)

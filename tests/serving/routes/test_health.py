@@ -20,7 +20,16 @@ def test_healthz_and_readyz_answer_when_everything_is_loaded(api: Api) -> None:
     assert body["status"] == "ready"
     assert body["missing"] == {}
     assert body["loaded"]["fraud_model"] == "cashback-fraud v1"
-    assert set(body["loaded"]) == {"fraud_model", "online_store", "claim_log", "database"}
+    assert body["loaded"]["rates_model"] == "cashback-rates v1"
+    assert set(body["loaded"]) == {
+        "fraud_model",
+        "rates_model",
+        "online_store",
+        "customer_store",
+        "claim_log",
+        "offer_book",
+        "database",
+    }
 
 
 def test_readyz_is_503_and_says_what_is_missing(start_api: StartApi, tmp_path) -> None:
@@ -35,8 +44,9 @@ def test_readyz_is_503_and_says_what_is_missing(start_api: StartApi, tmp_path) -
     assert api.client.get("/healthz").status_code == 200
     assert ready.status_code == 503
     missing = ready.json()["missing"]
-    assert set(missing) == {"fraud_model", "online_store"}
+    assert set(missing) == {"fraud_model", "rates_model", "online_store", "customer_store"}
     assert "cashback train fraud" in missing["fraud_model"]
+    assert "cashback train rates" in missing["rates_model"]
     assert ready.json()["loaded"]["database"] in {"sqlite", "postgresql"}
 
 
