@@ -506,7 +506,11 @@ def train_clv() -> None:
 @train_app.command("fraud")
 def train_fraud(
     cutoff: Annotated[
-        str | None, typer.Option(help="labels known at this time (default: the last claim)")
+        str | None,
+        typer.Option(
+            help="train as of this time: labels decided by it, claims mature by it (default: "
+            "every label, claims mature by the last claim)"
+        ),
     ] = None,
     rules: Annotated[
         Path | None, typer.Option(help="rules file (default: CASHBACK_FRAUD__RULES_FILE)")
@@ -537,6 +541,12 @@ def train_fraud(
         f"({limits.review_share:.1%} of claims); block from probability {block}"
     )
     _print_threshold_report(result.report)
+    sources = ", ".join(
+        f"{name.removeprefix('labels_')} {value:,.0f}"
+        for name, value in result.metrics.items()
+        if name.startswith("labels_")
+    )
+    _say(f"learned from {result.labels.height:,} labelled mature claims ({sources})")
     _say(f"registered cashback-fraud version {result.version} as challenger")
 
 
@@ -1337,6 +1347,40 @@ def exposures_export() -> None:
     _say(f"{result.added:,} of {result.stored:,} stored exposures added to the exposures table")
     for experiment, added in result.assignments.items():
         _say(f"experiment {experiment}: {added:,} first assignments added")
+
+
+labels_app = typer.Typer(
+    help="Claim labels from the risk team's review decisions.", no_args_is_help=True
+)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("export")
+def labels_export() -> None:
+    """Copy the labels of decided review cases into the claim_labels table.
+
+    approve is legit; reject, partial and clawback are fraud (a hold gives none yet); the
+    source is `audit` for audit cases, `review` for flagged ones. Run it before
+    `cashback train fraud` (e.g. daily); a second run adds nothing.
+    """
+    from pipelines import export_labels  # noqa: PLC0415
+
+    result = export_labels.run(get_settings())
+    by_source = ", ".join(f"{source} {n:,}" for source, n in result.added.items()) or "none"
+    _say(
+        f"{result.total_added:,} of {result.decided:,} labelled review decisions added to "
+        f"claim_labels ({by_source}); {result.present:,} were there already"
+    )
+    if result.conflicting:
+        _say(
+            f"{result.conflicting:,} claims had another label from the same source in the "
+            "table; kept as they were"
+        )
+    if result.pending:
+        _say(
+            f"{result.pending:,} labels wait for their claims in the claims table: import "
+            "the claims, then export again"
+        )
 
 
 @app.command("serve")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -163,6 +164,49 @@ def write_table_part(directory: Path, name: str, part: int, frame: pl.DataFrame)
     if not report.ok:
         raise ContractError(report, f"{table.name} part {part}")
     return write_parquet_atomic(data, table_path(directory, name) / f"part-{part:05d}.parquet")
+
+
+def next_part(path: Path) -> int:
+    """The number after the highest `part-N.parquet` of a table stored as parts."""
+    numbers = [int(p.stem.removeprefix("part-")) for p in path.glob("part-*.parquet")]
+    return max(numbers, default=-1) + 1
+
+
+@contextlib.contextmanager
+def table_lock(directory: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on a table, for a read-then-append that must not interleave.
+
+    Two jobs appending to one table (e.g. two exports started by cron) would otherwise both
+    read the same keys and add the same rows, or write the same part number.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / f".{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def append_table(directory: Path, name: str, new: pl.DataFrame) -> None:
+    """Add rows to a contract table, atomically, creating it when absent.
+
+    A table stored as parts (the simulator writes them) gets a new part; a one-file table is
+    rewritten with the rows added. Keys unique across the old and new rows are the caller's
+    job (hold `table_lock` while finding which rows are new).
+
+    Raises:
+        ContractError: nothing is written when a row breaks a one-table rule.
+    """
+    path = table_path(directory, name)
+    if path.is_dir():
+        if not new.is_empty():
+            write_table_part(directory, name, next_part(path), new)
+    elif path.exists():
+        if not new.is_empty():
+            write_table(directory, name, pl.concat([load_table(directory, name), new]))
+    else:
+        write_table(directory, name, new)
 
 
 def load_table(directory: Path, name: str) -> pl.DataFrame:

@@ -27,8 +27,8 @@ from sqlalchemy import Table, select
 from cashback.contract import EXPOSURES, TS
 from cashback.errors import CashbackError
 from cashback.settings import Settings
-from cashback.tables import read_table, table_path, write_table, write_table_part
-from models.experiments.store import ExperimentStore, next_part
+from cashback.tables import append_table, read_table, table_lock, table_path
+from models.experiments.store import ExperimentStore
 from serving.db import open_database
 from serving.tables import OfferDecision
 
@@ -113,20 +113,6 @@ def _refuse_overlaps(settings: Settings, new: pl.DataFrame) -> None:
         raise CashbackError(msg)
 
 
-def _write_exposures(settings: Settings, new: pl.DataFrame) -> None:
-    directory = settings.data_dir
-    path = table_path(directory, EXPOSURES.name)
-    if new.is_empty():
-        return
-    if path.is_dir():  # a table of parts (the simulator writes one): a new part
-        write_table_part(directory, EXPOSURES.name, next_part(path), new)
-    elif path.exists():
-        existing = read_table(directory, EXPOSURES.name).collect()
-        write_table(directory, EXPOSURES.name, pl.concat([existing, new]))
-    else:
-        write_table(directory, EXPOSURES.name, new)
-
-
 def _record_assignments(settings: Settings, served: pl.DataFrame) -> dict[str, int]:
     """First assignments of the API's experiment exposures, per experiment."""
     store = ExperimentStore.from_settings(settings)
@@ -153,9 +139,10 @@ def run(settings: Settings) -> ExposureExport:
         CashbackError: a new exposure overlaps one of the table (nothing is written).
     """
     served = served_exposures(settings).with_columns(pl.col("ts", "valid_until").cast(TS))
-    new = _new_exposures(settings, served)
-    _refuse_overlaps(settings, new)
-    _write_exposures(settings, new)
+    with table_lock(settings.data_dir, EXPOSURES.name):  # two exports never add a row twice
+        new = _new_exposures(settings, served)
+        _refuse_overlaps(settings, new)
+        append_table(settings.data_dir, EXPOSURES.name, new)
     return ExposureExport(
         stored=served.height, added=new.height, assignments=_record_assignments(settings, served)
     )

@@ -1,7 +1,8 @@
 """`cashback train fraud`: train, calibrate, evaluate and register the claim risk model.
 
 One straight line:
-1. labels known at the cut-off, mature claims only, split by claim time;
+1. labels known at the cut-off (all of them when trained now), mature claims only, split by
+   claim time;
 2. point-in-time features of every mature claim (feature service fraud_v1);
 3. the anomaly scorer on the training slice; LightGBM learning known frauds against every
    other mature claim of the training slice (positive-unlabelled learning: unlabelled claims
@@ -33,6 +34,7 @@ import polars as pl
 from cashback.errors import CashbackError
 from cashback.settings import FraudSettings, Settings
 from cashback.tables import present_tables, read_table
+from cashback.vocab import LabelSource
 from features.catalog import service_features
 from features.customer_frame import FeatureSources
 from features.training import training_frame
@@ -78,6 +80,8 @@ class FraudTraining:
         thresholds: decision thresholds.
         version: the registered model version (None when not registered).
         report: the threshold report rows.
+        labels: the mature claims it learned and was judged from that carry a label by the
+            cut-off: claim_id, split, label (1 fraud, 0 legit), label_source.
     """
 
     scorer: FraudScorer
@@ -87,6 +91,7 @@ class FraudTraining:
     thresholds: Thresholds
     version: str | None = None
     report: list[dict[str, Any]] = field(default_factory=list)
+    labels: pl.DataFrame = field(default_factory=pl.DataFrame)
 
 
 def configured_rules(settings: Settings, rules_path: Path | None = None) -> RuleSet:
@@ -122,7 +127,9 @@ def _claims(
         timedelta(days=config.maturity_days),
         (config.validation_share, config.calibration_share, config.test_share),
     )
-    labels = claim_labels(read_table(directory, "claim_labels"), split_at.cutoff)
+    # trained now (no cut-off given), every label of the table is known: reviews decided
+    # after the last claim count; a past cut-off sees only the labels decided by then
+    labels = claim_labels(read_table(directory, "claim_labels"), cutoff)
     claims = (
         sources.claims.filter(pl.col("ts") < split_at.mature_until)
         .join(labels, on="claim_id", how="left", maintain_order="left")
@@ -317,6 +324,20 @@ def evaluate(scorer: FraudScorer, frame: pl.DataFrame) -> tuple[pl.DataFrame, di
     return test, metrics
 
 
+def labelled_claims(frame: pl.DataFrame) -> pl.DataFrame:
+    """The claims of the training frame that carry a label, with their split and source."""
+    return frame.filter(pl.col(LABEL).is_not_null()).select("claim_id", SPLIT, LABEL, SOURCE)
+
+
+def label_counts(labels: pl.DataFrame) -> dict[str, float]:
+    """Labelled claims by source (`labels_review`, ...); a claim counts for each source."""
+    counts = labels.select(
+        pl.col(SOURCE).str.contains(source.value).sum().alias(f"labels_{source.value}")
+        for source in LabelSource
+    )
+    return {name: float(value) for name, value in counts.row(0, named=True).items()}
+
+
 def run(
     settings: Settings,
     *,
@@ -328,7 +349,8 @@ def run(
 
     Args:
         settings: service settings (data_dir, fraud, features, models).
-        cutoff: labels known at this time (default: the last claim's time).
+        cutoff: train as of this time: labels decided by it, claims mature by it (default:
+            every label of the table, claims mature by the last claim's time).
         rules_path: rules evaluated with the model (default: the setting).
         register: log to MLflow and register the model as challenger.
 
@@ -340,8 +362,10 @@ def run(
     rules = configured_rules(settings, rules_path)
     scorer = fit(settings, frame, split_at, rules)
     test, metrics = evaluate(scorer, frame)
+    labels = labelled_claims(frame)
+    metrics |= label_counts(labels)
     result = FraudTraining(
-        scorer, metrics, split_at, test, scorer.limits, None, threshold_report(test)
+        scorer, metrics, split_at, test, scorer.limits, None, threshold_report(test), labels
     )
     if register:
         from models.fraud.lifecycle import register_fraud  # noqa: PLC0415 - MLflow is slow to import

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cashback.vocab import ReviewDecision
+from cashback.vocab import AbuseType, ReviewDecision
 from serving.schemas import RowId
 
 CLIENT_ID = Field(
@@ -18,6 +18,11 @@ CLIENT_ID = Field(
     "gets the stored answer, other content under the same id gets 409",
 )
 NOTE = Field(default=None, max_length=2000, description="why, in the analyst's words")
+ABUSE_TYPE = Field(
+    default=None,
+    description="fraud decisions (reject, partial, clawback) only: the kind of abuse the "
+    "analyst confirms; it becomes the fraud label's abuse type",
+)
 
 
 class QueueSort(StrEnum):
@@ -76,6 +81,7 @@ class CaseDecisionView(BaseModel):
     decision: str
     amount: float | None
     label: str | None = Field(description="fraud or legit; null for a hold")
+    abuse_type: str | None = Field(description="the abuse the analyst confirmed, if given")
     note: str | None
     analyst: str
     decided_at: datetime
@@ -123,6 +129,7 @@ class DecisionRequestBody(BaseModel):
                 {
                     "decision": "partial",
                     "amount": 2.5,
+                    "abuse_type": "receipt_reuse",
                     "note": "second claim on the same receipt; first one paid",
                     "client_decision_id": "rv-2026-03-02-0041",
                 }
@@ -135,6 +142,7 @@ class DecisionRequestBody(BaseModel):
         default=None,
         description="partial only: the cashback approved, 0 < amount <= the claim's cashback",
     )
+    abuse_type: AbuseType | None = ABUSE_TYPE
     note: str | None = NOTE
     client_decision_id: str = CLIENT_ID
 
@@ -146,6 +154,7 @@ class BulkDecisionBody(BaseModel):
 
     case_ids: list[RowId] = Field(min_length=1, max_length=200)
     decision: ReviewDecision = Field(description="any decision but partial")
+    abuse_type: AbuseType | None = ABUSE_TYPE
     note: str | None = NOTE
     client_decision_id: str = CLIENT_ID
 
@@ -168,6 +177,7 @@ class DecisionResponse(BaseModel):
     decision: str
     amount: float | None
     label: str | None = Field(description="the label it implies: fraud, legit; null for hold")
+    abuse_type: str | None = Field(description="the abuse the analyst confirmed, if given")
     note: str | None
     analyst: str
     decided_at: datetime

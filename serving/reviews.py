@@ -44,7 +44,7 @@ from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, 
 from sqlalchemy.exc import IntegrityError
 
 from cashback.settings import Settings
-from cashback.vocab import ReviewDecision
+from cashback.vocab import AbuseType, Label, ReviewDecision
 from serving import payouts
 from serving.auth import Principal
 from serving.db import Database
@@ -171,16 +171,19 @@ class DecisionRequest:
     note: str | None
     client_decision_id: str
     kind: str = SINGLE
+    abuse_type: AbuseType | None = None
 
     def digest(self) -> str:
         """A fingerprint of the content, to tell a retry from another request."""
-        content = {
+        content: dict[str, Any] = {
             "kind": self.kind,
             "case_ids": sorted(self.case_ids),
             "decision": self.decision.value,
             "amount": self.amount,
             "note": self.note,
         }
+        if self.abuse_type is not None:  # absent otherwise: digests stored before it hold
+            content["abuse_type"] = self.abuse_type.value
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -290,6 +293,7 @@ class ReviewService:
         if missing:
             raise CaseNotFoundError(f"no review case {', '.join(map(str, missing))}")
         self._check_amount(request, cases)
+        self._check_abuse_type(request)
         now = utc_now()
         try:
             with self.db.engine.begin() as connection:
@@ -334,6 +338,15 @@ class ReviewService:
                     f"decision approves more than 0 and at most the cashback ({cashback})"
                 )
                 raise InvalidDecisionError(msg)
+
+    @staticmethod
+    def _check_abuse_type(request: DecisionRequest) -> None:
+        if request.abuse_type is not None and request.decision.label() is not Label.FRAUD:
+            msg = (
+                f"abuse_type goes with a fraud decision (reject, partial, clawback), "
+                f"not with {request.decision.value}"
+            )
+            raise InvalidDecisionError(msg)
 
     def _write(
         self,
@@ -382,6 +395,7 @@ class ReviewService:
                     "decision": request.decision.value,
                     "amount": request.amount,
                     "label": None if label is None else label.value,
+                    "abuse_type": None if request.abuse_type is None else request.abuse_type.value,
                     "note": request.note,
                     "analyst": principal.name,
                     "api_key_id": principal.key_id,

@@ -244,6 +244,8 @@ class CaseDecision(Base):
     decision: Mapped[str] = mapped_column(String(16))
     amount: Mapped[float | None] = mapped_column(Float())
     label: Mapped[str | None] = mapped_column(String(8))
+    # the kind of abuse the analyst confirms with a fraud decision (the label's abuse_type)
+    abuse_type: Mapped[str | None] = mapped_column(String(32), default=None)
     note: Mapped[str | None] = mapped_column(String(2000))
     analyst: Mapped[str] = mapped_column(String(100))
     api_key_id: Mapped[int | None] = mapped_column(BigInteger(), ForeignKey("api_keys.id"))

@@ -33,7 +33,7 @@ import polars as pl
 from cashback.contract import ASSIGNMENTS, EXPERIMENTS, TS
 from cashback.errors import CashbackError
 from cashback.settings import Settings
-from cashback.tables import load_table, read_table, table_path, write_table, write_table_part
+from cashback.tables import append_table, load_table, read_table, table_path, write_table
 from cashback.vocab import ExperimentStatus
 from models.experiments.definition import BucketRange, ExperimentDefinition, Targeting
 
@@ -355,20 +355,8 @@ class ExperimentStore:
                 "variant",
                 stamp.cast(TS).alias("ts"),
             )
-            path = table_path(self.directory, ASSIGNMENTS.name)
-            if path.is_dir():
-                # a table of parts (the simulator writes one): the new rows are a new part
-                if not new.is_empty():
-                    write_table_part(self.directory, ASSIGNMENTS.name, next_part(path), new)
-            elif not new.is_empty() or not path.exists():
-                write_table(self.directory, ASSIGNMENTS.name, pl.concat([existing, new]))
+            append_table(self.directory, ASSIGNMENTS.name, new)
         return Recorded(added=new.height, kept=first.height - new.height)
-
-
-def next_part(directory: Path) -> int:
-    """The number after the highest `part-N.parquet` of a table stored as parts."""
-    numbers = [int(p.stem.removeprefix("part-")) for p in directory.glob("part-*.parquet")]
-    return max(numbers, default=-1) + 1
 
 
 def _describe(holder: _Holder) -> str:

@@ -31,18 +31,20 @@ CATEGORICAL = {"lifecycle": [stage.value for stage in Lifecycle]}
 FloatMatrix = npt.NDArray[np.float64]
 
 
-def claim_labels(labels: pl.LazyFrame, cutoff: datetime) -> pl.LazyFrame:
+def claim_labels(labels: pl.LazyFrame, cutoff: datetime | None) -> pl.LazyFrame:
     """One label per claim from the labels decided by the cut-off.
 
     Args:
         labels: the claim_labels table.
-        cutoff: labels decided after it are not known yet.
+        cutoff: labels decided after it are not known yet; None: every label of the table
+            (all known now, also those decided after the last claim, e.g. by the risk team
+            reviewing it).
 
     Returns:
         claim_id, `label` (1 fraud, 0 legit), `label_source` (the sources that labelled it,
         joined with "+", sorted), and `abuse_type` (of a fraud label, when given).
     """
-    known = labels.filter(pl.col("decided_ts") <= cutoff)
+    known = labels if cutoff is None else labels.filter(pl.col("decided_ts") <= cutoff)
     return known.group_by("claim_id").agg(
         (pl.col("label") == Label.FRAUD.value).any().cast(pl.Int8).alias(LABEL),
         pl.col("source").unique().sort().str.join("+").alias(SOURCE),

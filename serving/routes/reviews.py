@@ -199,6 +199,7 @@ def bulk_decision(
         note=body.note,
         client_decision_id=body.client_decision_id,
         kind=BULK,
+        abuse_type=body.abuse_type,
     )
     try:
         decided = ReviewService(state.settings, state.db).decide(request, principal)
@@ -222,7 +223,8 @@ def decide_case(
     approve, reject, partial and clawback close the case with a label (legit for approve,
     fraud otherwise); hold holds the payout and keeps the case open (status `held`) for a
     final decision. Idempotent on `client_decision_id`. Refused with nothing written: a case
-    locked by another analyst or decided (409), a partial amount outside (0, cashback] (422).
+    locked by another analyst or decided (409), a partial amount outside (0, cashback] or an
+    abuse type with a decision that is not fraud (422).
     """
     request = DecisionRequest(
         case_ids=(case_id,),
@@ -230,6 +232,7 @@ def decide_case(
         amount=body.amount,
         note=body.note,
         client_decision_id=body.client_decision_id,
+        abuse_type=body.abuse_type,
     )
     try:
         [decided] = ReviewService(state.settings, state.db).decide(request, principal)

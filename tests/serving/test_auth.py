@@ -72,4 +72,4 @@ def test_the_keys_commands_create_list_and_revoke(cli_env: Path) -> None:
 def test_db_upgrade_migrates_and_says_the_revision(cli_env: Path) -> None:
     result = CliRunner().invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "app database (sqlite) at revision 0003" in result.output
+    assert "app database (sqlite) at revision 0004" in result.output

@@ -21,8 +21,8 @@ def test_the_migrations_build_exactly_the_tables_the_orm_maps(database: Database
     with database.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
-    assert current_revision(database.engine) == "0003"
-    assert database.upgrade() == "0003"  # again: nothing to do
+    assert current_revision(database.engine) == "0004"
+    assert database.upgrade() == "0004"  # again: nothing to do
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

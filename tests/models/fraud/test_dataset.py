@@ -56,6 +56,10 @@ def test_a_claim_is_fraud_when_any_known_label_says_so_and_later_labels_are_unkn
     assert out["label_source"].to_list() == ["audit+chargeback", "audit"]
     assert out["abuse_type"].to_list() == ["velocity", None]
     assert out.select(audited(pl.col("label_source"))).to_series().to_list() == [True, True]
+    # and trained now (no cut-off), every label of the table is known, k3's too
+    now = claim_labels(labels, None).collect().sort("claim_id")
+    assert now["claim_id"].to_list() == ["k1", "k2", "k3"]
+    assert now["label"].to_list() == [1, 0, 1]
 
 
 def test_periods_split_the_mature_history_by_time_and_leave_young_claims_out() -> None:

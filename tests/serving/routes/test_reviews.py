@@ -176,13 +176,14 @@ def test_a_decision_is_stored_once_and_a_retry_gets_the_stored_answer(api: Api) 
     case_id = open_case(api)
     alice = _risk(api, "alice")
     assert api.client.post(f"{REVIEWS}/{case_id}/claim", headers=alice).status_code == 200
-    body = decision("reject", note="receipt edited")
+    body = decision("reject", note="receipt edited", abuse_type="receipt_reuse")
     first = api.client.post(f"{REVIEWS}/{case_id}/decision", json=body, headers=alice)
     assert first.status_code == 200, first.text
     answer = first.json()
     assert answer["case_id"] == case_id
     assert (answer["decision"], answer["label"], answer["status"]) == ("reject", "fraud", "decided")
     assert (answer["analyst"], answer["note"]) == ("alice", "receipt edited")
+    assert answer["abuse_type"] == "receipt_reuse"
     assert [(p["action"], p["amount"]) for p in answer["payouts"]] == [("hold", 51.0)]
     again = api.client.post(f"{REVIEWS}/{case_id}/decision", json=body, headers=alice)
     assert again.status_code == 200
@@ -198,6 +199,7 @@ def test_a_decision_is_stored_once_and_a_retry_gets_the_stored_answer(api: Api) 
     assert detail["case"]["status"] == "decided"
     assert detail["case"]["locked_by"] is None
     assert [d["decision"] for d in detail["review_decisions"]] == ["reject"]
+    assert [d["abuse_type"] for d in detail["review_decisions"]] == ["receipt_reuse"]
 
 
 def test_bad_decisions_get_clear_errors_and_write_nothing(api: Api) -> None:
@@ -209,6 +211,9 @@ def test_bad_decisions_get_clear_errors_and_write_nothing(api: Api) -> None:
         (decision("partial", amount=0.0), 422, "more than 0"),
         (decision("partial"), 422, "needs the amount"),
         (decision("approve", amount=10.0), 422, "only for a partial"),
+        (decision("approve", abuse_type="velocity"), 422, "goes with a fraud decision"),
+        (decision("hold", abuse_type="velocity"), 422, "not with hold"),
+        (decision("reject", abuse_type="shoplifting"), 422, ""),
         (decision("maybe"), 422, ""),
         (decision("approve", client_decision_id=""), 422, ""),
     ]
