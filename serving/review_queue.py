@@ -221,6 +221,11 @@ def case_item(row: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 # --------------------------------------------------------------------------- one case
 
 
+def _earlier(count: float | None) -> float | None:
+    """Claims in a window before this one, from a count that includes it."""
+    return None if count is None else max(float(count) - 1, 0.0)
+
+
 def norms(features: Mapping[str, Any] | None, claim: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The claim beside the customer's own history, from the features it was scored with.
 
@@ -240,8 +245,9 @@ def norms(features: Mapping[str, Any] | None, claim: Mapping[str, Any]) -> list[
          claim["amount"], features.get("avg_basket_90d")),
         ("cashback_amount", "the cashback vs the customer's average cashback per claim over 90d",
          claim["cashback_amount"], per_claim),
-        ("customer_claims_1h", "claims in the last hour vs the customer's hourly rate over 90d",
-         features.get("customer_claims_1h"),
+        # the feature counts the claim itself: its earlier claims in the hour are one fewer
+        ("customer_claims_1h", "earlier claims in the last hour vs the hourly rate over 90d",
+         _earlier(features.get("customer_claims_1h")),
          None if claims_90d is None else claims_90d / HOURS_90D),
         ("minutes_since_last_claim", "minutes since the previous claim vs the average gap",
          features.get("minutes_since_last_claim"),
@@ -354,7 +360,7 @@ def offline_history(settings: Settings, customer_id: str) -> dict[str, Any] | No
         "purchase_total": float(purchases["amount"].sum()),
         "returns": returns.head(HISTORY_LIMIT).to_dicts(),
         "return_count": returns.height,
-        "return_total": float(-returns["amount"].sum()),
+        "return_total": abs(float(returns["amount"].sum())),  # returns are negative amounts
     }
 
 
