@@ -346,6 +346,11 @@ class ServingSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="address `cashback serve` binds")
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    metrics_directory: Path | None = Field(
+        default=None,
+        description="where the workers of one server keep their Prometheus counts, so that "
+        "/metrics sums them; `cashback serve` sets it (<directory>/metrics) for several workers",
+    )
     directory: Path | None = Field(
         default=None,
         description="where the API keeps its SQLite app database and claim log (default: "

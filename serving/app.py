@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     Args:
         settings: the service settings.
     """
-    metrics = Metrics()
+    metrics = Metrics(shared_directory=settings.serving.metrics_directory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

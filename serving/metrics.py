@@ -4,19 +4,24 @@ Each app has its own registry (two apps in one process do not mix their counts).
 label is the route's template (`/v1/claims/score`), never the raw path, so that ids in paths
 neither reach the metrics nor multiply their series; unmatched paths share one label.
 
-With several uvicorn workers each process counts its own requests: a scrape sees the worker
-that answered it. (Importing Feast before prometheus_client switches the latter to its
-multiprocess mode, values kept in files per process: counts stay right with one app per
-process, but two apps in one process, as in tests, share them.)
+With several uvicorn workers, `cashback serve` gives them one directory
+(`serving.metrics_directory`, and prometheus_client's `PROMETHEUS_MULTIPROC_DIR`, set
+before the workers start): each process writes its counts to its own files there, and
+/metrics, whichever worker answers, sums every worker's files. (Importing Feast before
+prometheus_client switches the latter to its multiprocess mode, values kept in files per
+process: counts stay right with one app per process, but two apps in one process, as in
+tests, share them.)
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
@@ -29,9 +34,16 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 @dataclass
 class Metrics:
-    """The API's metrics, in their own registry."""
+    """The API's metrics, in their own registry.
+
+    Attributes:
+        registry: where this process's metrics are registered.
+        shared_directory: the workers' shared counts (see the module doc); None: this
+            process's counts alone.
+    """
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    shared_directory: Path | None = None
 
     def __post_init__(self) -> None:
         self.requests = Counter(
@@ -84,8 +96,12 @@ class Metrics:
         )
 
     def exposition(self) -> bytes:
-        """The metrics in Prometheus' text format."""
-        return generate_latest(self.registry)
+        """The metrics in Prometheus' text format (every worker's, summed, when shared)."""
+        if self.shared_directory is None:
+            return generate_latest(self.registry)
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers, path=str(self.shared_directory))  # type: ignore[no-untyped-call]
+        return generate_latest(workers)
 
 
 class RequestMetricsMiddleware:

@@ -8,6 +8,9 @@ by route template instead.
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -43,11 +46,30 @@ def prepare(settings: Settings) -> str:
     return revision
 
 
+def share_metrics(settings: Settings) -> Path:
+    """An empty directory for the workers' Prometheus counts, named in their environment.
+
+    Set before uvicorn starts (spawns) its workers: each worker's prometheus_client starts
+    in multiprocess mode, writing there, and reads `serving.metrics_directory` to sum every
+    worker's counts on /metrics. Emptied first: a previous run's counts are not this one's.
+    """
+    directory = settings.serving_dir / "metrics"
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):  # both spellings
+        os.environ[name] = str(directory)
+    os.environ["CASHBACK_SERVING__METRICS_DIRECTORY"] = str(directory)
+    return directory
+
+
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     """Prepare, then run uvicorn until interrupted."""
     import uvicorn  # noqa: PLC0415
 
     prepare(settings)
+    if workers > 1:
+        share_metrics(settings)
     uvicorn.run(
         FACTORY,
         factory=True,

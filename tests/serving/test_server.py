@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -418,6 +419,20 @@ def _check_retries(api: Api, told: Told) -> None:
         assert again.json() == answer
 
 
+def _claim_decisions(base: str) -> int:
+    """Claim decisions counted by /metrics, read on a new connection."""
+    text = httpx2.get(f"{base}/metrics", timeout=30).text
+    return round(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "cashback_claim_decisions"
+            for sample in family.samples
+            if sample.name == "cashback_claim_decisions_total"
+        )
+    )
+
+
 def test_a_killed_server_loses_no_acknowledged_review_decision_nor_repeats_a_payout(
     server: tuple[str, Path, int],
     server_env: dict[str, str],
@@ -440,6 +455,9 @@ def test_a_killed_server_loses_no_acknowledged_review_decision_nor_repeats_a_pay
             body = claim_body(customer_id=f"C{n % 150 + 1:08d}", amount=3000.0,
                               cashback_amount=51.0 + n / 4)  # fmt: skip
             assert client.post("/v1/claims/score", json=body).status_code == 200
+    # (the claims came over one connection, so one worker scored them all: /metrics, from
+    # whichever worker answers, sums every worker's counts)
+    assert {_claim_decisions(base) for _ in range(10)} == {CASES}
     queue = httpx2.get(f"{base}{REVIEWS}", params={"limit": 200, "sort": "age"},
                        headers={"X-API-Key": analysts[0]}, timeout=30)  # fmt: skip
     assert queue.status_code == 200, queue.text
