@@ -380,6 +380,13 @@ class ServingSettings(BaseModel):
     reasons_batch: int = Field(
         default=64, ge=1, description="flagged claims explained together off the request path"
     )
+    reasons_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Linux nice value of the thread that explains flagged claims: under load "
+        "the requests get the core first and the reasons wait (0: same priority)",
+    )
     exploration_share: float = Field(
         default=0.05,
         ge=0.0,

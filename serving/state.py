@@ -54,7 +54,12 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
         return None if runtime.fraud is None else runtime.fraud.scorer
 
     reasons = ReasonWorker(
-        db, scorer, metrics, settings.serving.reasons_batch, settings.fraud.reason_count
+        db,
+        scorer,
+        metrics,
+        settings.serving.reasons_batch,
+        settings.fraud.reason_count,
+        niceness=settings.serving.reasons_niceness,
     )
     reasons.start()
     queued = reasons.recover()

@@ -21,7 +21,7 @@ import ctypes
 import math
 import operator
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
@@ -257,9 +257,29 @@ class FraudScorer:
 
     def explain_frame(self, frame: pl.DataFrame, count: int = 3) -> list[Explanation]:
         """Reasons and abuse type for each claim row (tree SHAP; about 1 ms a claim)."""
-        x = self.model.with_anomaly(self.matrix(frame))
-        contributions = self.model.contributions(x)
-        return explain(contributions, x, self._names, self.model.typical, count)
+        return self._explain_matrix(self.matrix(frame), count)
+
+    def explain_rows(
+        self, rows: Sequence[Mapping[str, object]], count: int = 3
+    ) -> list[Explanation]:
+        """The same for claims given as feature mappings (the serving path).
+
+        The rows are encoded one by one as `score_one` does (`encode_row`), not through a
+        frame: building a polars frame and its ~100 column expressions for a handful of
+        claims cost more than their SHAP values, holding the GIL against the requests.
+
+        Raises:
+            CashbackError: naming a field whose value is not a number.
+        """
+        if not rows:
+            return []
+        x = np.vstack([encode_row(dict(row), self.model.features) for row in rows])
+        return self._explain_matrix(x, count)
+
+    def _explain_matrix(self, x: FloatMatrix, count: int) -> list[Explanation]:
+        full = self.model.with_anomaly(x)
+        contributions = self.model.contributions(full)
+        return explain(contributions, full, self._names, self.model.typical, count)
 
 
 def _may_hold(condition: Condition, schema: pl.Schema) -> pl.Expr:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -102,6 +103,26 @@ def test_flagged_claims_get_reasons_in_words_and_an_abuse_type(fitted_fraud: Fit
     )
     # and the abuse type is the family that added the most risk
     assert explanation.abuse_type == "multi_account"
+
+
+def test_claims_as_mappings_get_the_reasons_of_their_frame(fitted_fraud: Fitted) -> None:
+    # given claims as the serving path stores them: mappings of JSON values, a null among them
+    model, limits, claims = fitted_fraud
+    frame = claims.head(40).with_columns(pl.lit(6).alias("device_customers_30d"))
+    rows = [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in frame.to_dicts()
+    ]
+    rows[0]["avg_basket_90d"] = None
+    scorer = FraudScorer(model, limits, None)
+
+    # when explained one by one from the mappings and together from their frame
+    from_rows = scorer.explain_rows(rows, count=3)
+    from_frame = scorer.explain_frame(pl.DataFrame(rows, infer_schema_length=None), count=3)
+
+    # then the reasons and abuse types are the same, and no claims give no reasons
+    assert from_rows == from_frame
+    assert scorer.explain_rows([], count=3) == []
 
 
 @pytest.mark.parametrize(
