@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, mod
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PEPPER_FILE_NAME = ".ip_pepper"
+CONSOLE_SECRET_FILE_NAME = ".console_secret"  # noqa: S105 (a file name)
+MIN_SECRET_CHARS = 16
 
 
 class SimulationSettings(BaseModel):
@@ -420,6 +422,18 @@ class ServingSettings(BaseModel):
         ge=0.0,
         description="an analyst who takes a review case holds it this long (others get 409)",
     )
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="key signing the web console's session cookies; required in prod. In dev "
+        "a random one is kept in <data_dir>/.console_secret.",
+    )
+    console_session_hours: float = Field(
+        default=8.0, gt=0.0, le=24 * 30, description="a console sign-in lasts this long"
+    )
+    console_secure_cookie: bool | None = Field(
+        default=None,
+        description="send the console's cookies over HTTPS only (default: in prod only)",
+    )
 
 
 class Settings(BaseSettings):
@@ -499,6 +513,15 @@ class Settings(BaseSettings):
         ):
             msg = "CASHBACK_IP_PEPPER must be set (at least 16 characters) when environment=prod"
             raise ValueError(msg)
+        console_secret = self.serving.console_secret
+        if self.environment == "prod" and (
+            console_secret is None or len(console_secret.get_secret_value()) < MIN_SECRET_CHARS
+        ):
+            msg = (
+                "CASHBACK_SERVING__CONSOLE_SECRET must be set (at least 16 characters) when "
+                "environment=prod"
+            )
+            raise ValueError(msg)
         return self
 
     def ip_pepper_bytes(self) -> bytes:
@@ -510,14 +533,35 @@ class Settings(BaseSettings):
         """
         if self.ip_pepper is not None:
             return self.ip_pepper.get_secret_value().encode()
-        path = self.data_dir / PEPPER_FILE_NAME
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(secrets.token_hex(32))
-            tmp.chmod(0o600)
-            tmp.replace(path)
-        return path.read_text().strip().encode()
+        return _kept_secret(self.data_dir / PEPPER_FILE_NAME)
+
+    def console_secret_bytes(self) -> bytes:
+        """The key signing the web console's session cookies.
+
+        Returns:
+            The configured `serving.console_secret`, or in dev the one kept in
+            `<data_dir>/.console_secret` (created with a random value the first time).
+        """
+        if self.serving.console_secret is not None:
+            return self.serving.console_secret.get_secret_value().encode()
+        return _kept_secret(self.data_dir / CONSOLE_SECRET_FILE_NAME)
+
+    @property
+    def console_cookie_secure(self) -> bool:
+        """Whether the console's cookies are HTTPS-only (the setting, else prod only)."""
+        configured = self.serving.console_secure_cookie
+        return self.environment == "prod" if configured is None else configured
+
+
+def _kept_secret(path: Path) -> bytes:
+    """A dev secret kept in a file: created with a random value the first time, atomically."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip().encode()
 
 
 @lru_cache(maxsize=1)

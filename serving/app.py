@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from cashback.settings import Settings
 from serving import state as app_state
+from serving.console.mount import mount_console
 from serving.metrics import Metrics, RequestMetricsMiddleware
 from serving.routes import (
     claims,
@@ -45,6 +46,8 @@ start and stop experiments, and read their results (verdict, SRM, lifts) or HTML
 The risk team works the review cases of flagged and audited claims under `/v1/reviews`
 (queue, case details, locks, decisions, statistics); the engine polls the payout actions
 the decisions imply at `/v1/payouts/decisions`.
+
+People use the web console at `/console` (sign in with a key).
 
 Authenticate with an API key in the `X-API-Key` header (`cashback keys create --role
 engine`). Roles: engine, marketer, risk, admin (admin may call every route).
@@ -107,4 +110,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(decisions.router)
     app.include_router(reviews.router)
     app.include_router(payouts.router)
+    mount_console(app)  # the web console's pages under /console
     return app

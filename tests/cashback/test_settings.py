@@ -133,6 +133,7 @@ def test_given_prod_with_an_ip_pepper_then_it_is_the_key_and_no_file_is_written(
 ) -> None:
     env.setenv("CASHBACK_ENVIRONMENT", "prod")
     env.setenv("CASHBACK_IP_PEPPER", PROD_PEPPER)
+    env.setenv("CASHBACK_SERVING__CONSOLE_SECRET", PROD_PEPPER[::-1])
     env.setenv("CASHBACK_DATA_DIR", str(tmp_path / "data"))
 
     settings = Settings()
