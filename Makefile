@@ -40,7 +40,7 @@ services:  ## install what the tests run against (redis-server, chromium, postgr
 	bash scripts/install_services.sh
 
 pytest: env services  ## unit, integration and real-data tests (not the benchmarks)
-	$(BIN)/pytest -n 2 --dist loadgroup -m 'not bench and not notebooks'
+	$(BIN)/pytest -n 2 --dist loadgroup -m 'not bench and not notebooks' --durations=25
 
 notebooks: env  ## execute the jupytext notebooks on small data
 	$(BIN)/pytest -m notebooks -p no:xdist tests/test_notebooks.py
