@@ -379,6 +379,12 @@ class ServingSettings(BaseModel):
         ge=0.0,
         description="/readyz tries again to load a missing model or store at most this often",
     )
+    champion_check_seconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="each worker asks the registry this often for the fraud and rates "
+        "champions and swaps in a newly promoted one without a restart (0: never)",
+    )
     reasons_batch: int = Field(
         default=64, ge=1, description="flagged claims explained together off the request path"
     )

@@ -40,7 +40,7 @@ from serving.auth import Principal
 from serving.db import Database
 from serving.metrics import Metrics
 from serving.reasons import ReasonWorker, explain_rows, json_safe
-from serving.runtime import Runtime
+from serving.runtime import LoadedFraud, Runtime
 from serving.schemas import ClaimScoreRequest
 from serving.tables import CaseReason, CaseStatus, ClaimDecision, ReviewCase, utc_now
 
@@ -226,7 +226,7 @@ class ClaimService:
         except Exception:
             logger.warning("claim scored without its model or features", exc_info=True)
             return self._fallback("store_or_model_error")
-        explanation = self._explain(features) if explain else None
+        explanation = self._explain(fraud, features) if explain else None
         return Scored(
             risk_score=result.risk_score,
             probability=result.probability,
@@ -242,10 +242,8 @@ class ClaimService:
         self.metrics.fallbacks.labels(ENDPOINT, reason).inc()
         return fallback_answer()
 
-    def _explain(self, features: Mapping[str, Any]) -> Explanation | None:
-        fraud = self.runtime.fraud
-        if fraud is None:
-            return None
+    def _explain(self, fraud: LoadedFraud, features: Mapping[str, Any]) -> Explanation | None:
+        """The reasons, by the model that scored the claim (a promotion may swap it since)."""
         try:
             return explain_rows(fraud.scorer, [features], self.settings.fraud.reason_count)[0]
         except Exception:  # reasons are extra: the decision stands without them

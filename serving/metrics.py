@@ -88,6 +88,13 @@ class Metrics:
             ["endpoint", "reason"],
             registry=self.registry,
         )
+        self.model_reloads = Counter(
+            "cashback_model_reloads",
+            "newly promoted champions loaded while serving, by model and outcome "
+            "(success: swapped in; failure: the old champion kept serving)",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
         self.reasons_latency = Histogram(
             "cashback_reasons_seconds",
             "time from a flagged claim's decision to its reasons being stored",

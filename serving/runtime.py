@@ -6,7 +6,8 @@ for offers); the claim log; the offer book (catalog, rate card, fraud shares).
 Each is loaded when the app starts. One that cannot be loaded (no champion yet, a store not
 materialized, Redis down) is recorded with the reason: the endpoints that need it answer
 with their safe fallback, `/readyz` says what is missing, and it is tried again (at most
-every `retry_load_seconds`, when `/readyz` is asked).
+every `retry_load_seconds`, when `/readyz` is asked). A champion promoted while the app runs
+is swapped in by `serving.champions`.
 """
 
 from __future__ import annotations
@@ -52,17 +53,26 @@ class LoadedFraud:
     version: str
 
 
-def load_fraud(settings: Settings) -> LoadedFraud:
-    """The fraud champion with the configured rules (its native files, not pyfunc).
+def load_fraud(settings: Settings, version: int | None = None) -> LoadedFraud:
+    """The fraud champion, or one version, with the configured rules (native files, not pyfunc).
+
+    Args:
+        settings: the service settings.
+        version: the registered version to load (default: the champion).
 
     Raises:
-        CashbackError: there is no champion (the message says how to make one).
+        CashbackError: there is no champion or no such version (the message says which).
     """
-    from models.fraud.lifecycle import champion_scorer  # noqa: PLC0415 - MLflow: slow import
+    from models.fraud.lifecycle import SHORT, champion_scorer  # noqa: PLC0415 - MLflow: slow
+    from models.registry import version_artifacts  # noqa: PLC0415
     from pipelines.train_fraud import configured_rules  # noqa: PLC0415
 
-    scorer, version = champion_scorer(settings, configured_rules(settings))
-    return LoadedFraud(scorer, version)
+    rules = configured_rules(settings)
+    if version is None:
+        scorer, champion = champion_scorer(settings, rules)
+        return LoadedFraud(scorer, champion)
+    directory = version_artifacts(settings, SHORT, version)
+    return LoadedFraud(FraudScorer.from_directory(directory, rules), str(version))
 
 
 @dataclass(frozen=True)
@@ -100,17 +110,28 @@ class CustomerReaders:
             self.scores.close()
 
 
-def load_rates(settings: Settings) -> LoadedRates:
-    """The rates champion, loaded from its native files.
+def load_rates(settings: Settings, version: int | None = None) -> LoadedRates:
+    """The rates champion, or one version, loaded from its native files.
+
+    Args:
+        settings: the service settings.
+        version: the registered version to load (default: the champion).
 
     Raises:
-        CashbackError: there is no champion (the message says how to make one).
+        CashbackError: there is no champion or no such version (the message says which).
     """
     from models.rates.lifecycle import SHORT, load_policy  # noqa: PLC0415
-    from models.registry import champion_artifacts, champion_version  # noqa: PLC0415
+    from models.registry import (  # noqa: PLC0415
+        champion_artifacts,
+        champion_version,
+        version_artifacts,
+    )
 
-    response, params = load_policy(champion_artifacts(settings, SHORT))
-    return LoadedRates(response, params, str(champion_version(settings, SHORT)))
+    if version is None:
+        response, params = load_policy(champion_artifacts(settings, SHORT))
+        return LoadedRates(response, params, str(champion_version(settings, SHORT)))
+    response, params = load_policy(version_artifacts(settings, SHORT, version))
+    return LoadedRates(response, params, str(version))
 
 
 def open_customer_readers(settings: Settings) -> CustomerReaders:
@@ -188,6 +209,35 @@ class Runtime:
                     logger.warning("serving without %s: %s", name, self.problems[name])
                 else:
                     self.problems.pop(name, None)
+
+    def replace_champion(
+        self,
+        current: LoadedFraud | LoadedRates,
+        new: LoadedFraud | LoadedRates,
+        offer_book: OfferBook | None = None,
+    ) -> bool:
+        """Swap in a fully loaded new champion (and its offer book), unless `current` is gone.
+
+        Under the lock of `load`, so that a retry never interleaves with the swap. Each
+        component is one attribute assignment: a request keeps the object it started with.
+
+        Args:
+            current: the loaded champion that `new` replaces.
+            new: the new champion, of the same model.
+            offer_book: the offer book to serve with a new rates champion (None: keep it).
+
+        Returns:
+            Whether it was swapped (False: `current` was replaced meanwhile).
+        """
+        name = FRAUD_MODEL if isinstance(new, LoadedFraud) else RATES_MODEL
+        with self._lock:
+            if getattr(self, _ATTRIBUTE[name]) is not current:
+                return False
+            if offer_book is not None:
+                self.offer_book = offer_book
+                self.problems.pop(OFFER_BOOK, None)
+            setattr(self, _ATTRIBUTE[name], new)
+            return True
 
     def retry(self) -> None:
         """`load` again if something is missing and the last try is old enough."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from cashback.settings import Settings
 from models.fraud.scorer import FraudScorer
 from serving.auth import KeyCache
+from serving.champions import ChampionWatcher
 from serving.claims import ClaimService
 from serving.db import Database
 from serving.metrics import Metrics
@@ -20,7 +21,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class AppState:
-    """The app's database, loaded components, services and metrics."""
+    """The app's database, loaded components, services and metrics.
+
+    `champions` follows promotions while serving (None when
+    `serving.champion_check_seconds` is 0).
+    """
 
     settings: Settings
     db: Database
@@ -30,9 +35,12 @@ class AppState:
     claims: ClaimService
     offers: OfferService
     keys: KeyCache
+    champions: ChampionWatcher | None = None
 
     def close(self) -> None:
-        """Finish the queued reasons, close the components and the database."""
+        """Stop following champions, finish the queued reasons, close components and database."""
+        if self.champions is not None:
+            self.champions.stop()
         self.reasons.stop()
         self.runtime.close()
         self.db.close()
@@ -40,6 +48,9 @@ class AppState:
 
 def start(settings: Settings, metrics: Metrics) -> AppState:
     """Open the database (migrated when configured), load what serving needs, start workers.
+
+    The workers: the reasons of flagged claims, and the champions' follower (see
+    `serving.champions`; each worker process of a multi-worker server runs its own).
 
     Nothing missing stops the start: see `serving.runtime`.
     """
@@ -69,4 +80,8 @@ def start(settings: Settings, metrics: Metrics) -> AppState:
     claims = ClaimService(settings, runtime, db, metrics, reasons, pepper)
     offers = OfferService(settings, runtime, db, metrics)
     keys = KeyCache(settings.serving.key_cache_seconds)
-    return AppState(settings, db, runtime, metrics, reasons, claims, offers, keys)
+    champions = None
+    if settings.serving.champion_check_seconds > 0:
+        champions = ChampionWatcher(runtime, metrics, settings.serving.champion_check_seconds)
+        champions.start()
+    return AppState(settings, db, runtime, metrics, reasons, claims, offers, keys, champions)

@@ -322,7 +322,7 @@ def rates_view(settings: Settings, runtime: Runtime) -> RatesView:
         why = runtime.problems.get("rates_model", "not loaded")
         msg = (
             f"no rates champion is served ({why}): run `cashback train rates`, then "
-            "`cashback models promote rates`, and restart the API"
+            "`cashback models promote rates`: the running API loads it at its next check"
         )
         raise CashbackError(msg)
     card = load_card(rates_directory(settings))
