@@ -35,6 +35,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -362,7 +363,11 @@ def _measured(run: Any, result: LoadResult, server_pid: int | None) -> LoadResul
     me = psutil.Process()
     client_before, server_before = me.cpu_times(), _tree_cpu_s(server_pid)
     started = time.perf_counter()
-    asyncio.run(run)
+    # its own thread and event loop: a test process may hold a running loop in this thread
+    # (Playwright's sync API, for the browser tests of the same worker); a new thread keeps
+    # this thread's CPU pinning (threads inherit it)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load") as runner:
+        runner.submit(asyncio.run, run).result()
     result.seconds = time.perf_counter() - started
     client_after = me.cpu_times()
     result.client_cpu_s = (client_after.user + client_after.system) - (

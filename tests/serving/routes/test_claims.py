@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +20,7 @@ from tests.serving.helpers import claim_body, eventually
 
 pytestmark = pytest.mark.xdist_group("serving")
 SCORE = "/v1/claims/score"
+RACERS = 20  # retries held in scoring together (the thread pool runs 40 at once)
 
 
 def _score(api: Api, body: dict[str, Any], headers: dict[str, str], **params: str) -> Any:
@@ -76,13 +76,19 @@ def test_a_retry_gets_the_stored_answer_and_stores_nothing_more(api: Api) -> Non
 def test_fifty_concurrent_retries_store_one_row_and_get_one_answer(
     api: Api, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given scoring slowed down, so that every retry misses the stored answer and races
-    # the others to store its own
+    # given scoring held until 20 retries are scoring at once (or 10 s went by), so that
+    # they all missed the stored answer and race each other to store their own
     service = api.state.claims
     score = service._score
+    all_in = threading.Event()
+    arrived = iter(range(1, 51))
+    arrivals = threading.Lock()
 
     def slow_score(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.05)
+        with arrivals:
+            if next(arrived) >= RACERS:
+                all_in.set()
+        all_in.wait(timeout=10.0)
         return score(*args, **kwargs)
 
     monkeypatch.setattr(service, "_score", slow_score)
