@@ -173,6 +173,26 @@ class DecisionRequest:
     kind: str = SINGLE
     abuse_type: AbuseType | None = None
 
+    @classmethod
+    def ring(
+        cls,
+        case_ids: Sequence[int],
+        decision: ReviewDecision,
+        note: str | None,
+        client_decision_id: str,
+        abuse_type: AbuseType | None = None,
+    ) -> DecisionRequest:
+        """One decision for several cases (a ring): every case or none.
+
+        Raises:
+            InvalidDecisionError: for a partial decision (it approves an amount of one claim).
+        """
+        if decision is ReviewDecision.PARTIAL:
+            msg = "a partial decision approves an amount of one claim: decide it on its case"
+            raise InvalidDecisionError(msg)
+        ids = tuple(sorted(set(case_ids)))
+        return cls(ids, decision, None, note, client_decision_id, BULK, abuse_type)
+
     def digest(self) -> str:
         """A fingerprint of the content, to tell a retry from another request."""
         content: dict[str, Any] = {

@@ -23,7 +23,7 @@ from serving.console.rendering import PREFIX, render
 from serving.console.security import ConsoleUser
 from serving.review_queue import CursorError, QueueFilters, case_detail, queue, review_stats
 from serving.review_schemas import BulkDecisionBody, DecisionRequestBody, QueueSort
-from serving.reviews import BULK, DecisionRequest, ReviewError, ReviewService
+from serving.reviews import DecisionRequest, ReviewError, ReviewService
 from serving.routes.reviews import CaseId
 from serving.tables import CaseReason, CaseStatus, ClaimDecision, ReviewCase
 
@@ -258,18 +258,12 @@ def decide_ring(
     form: Annotated[BulkDecisionBody, Depends(form_of(BulkDecisionBody))],
 ) -> Response:
     """One decision for the cases of a ring (the API's `POST /v1/reviews/bulk-decision`)."""
-    if form.decision is ReviewDecision.PARTIAL:
-        message = "a partial decision approves an amount of one claim: decide it on its case"
-        return _case_page(request, user, case_id, error=message, status_code=422)
-    decision = DecisionRequest(
-        case_ids=tuple(sorted(set(form.case_ids))),
-        decision=form.decision,
-        amount=None,
-        note=form.note,
-        client_decision_id=form.client_decision_id,
-        kind=BULK,
-        abuse_type=form.abuse_type,
-    )
+    try:
+        decision = DecisionRequest.ring(
+            form.case_ids, form.decision, form.note, form.client_decision_id, form.abuse_type
+        )
+    except ReviewError as error:
+        return _case_page(request, user, case_id, error=str(error), status_code=error.status)
     return _decide(request, user, case_id, decision, "ring")
 
 

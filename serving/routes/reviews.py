@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import AwareDatetime
 
-from cashback.vocab import AbuseType, ReviewDecision
+from cashback.vocab import AbuseType
 from serving.deps import RiskKey, SettingsDep, StateDep
 from serving.review_queue import CursorError, QueueFilters, case_detail, queue, review_stats
 from serving.review_schemas import (
@@ -26,7 +26,7 @@ from serving.review_schemas import (
     QueueSort,
     ReviewStats,
 )
-from serving.reviews import BULK, DecisionRequest, ReviewError, ReviewService
+from serving.reviews import DecisionRequest, ReviewError, ReviewService
 from serving.schemas import MAX_ROW_ID, ErrorResponse, ValidationErrorResponse
 from serving.tables import CaseReason, CaseStatus
 
@@ -187,20 +187,12 @@ def bulk_decision(
     Idempotent on `client_decision_id`. Any case missing (404), decided or locked by another
     analyst (409) refuses the whole request, and nothing is written.
     """
-    if body.decision is ReviewDecision.PARTIAL:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "a partial decision approves an amount of one claim: decide it on its case",
+    try:
+        request = DecisionRequest.ring(
+            body.case_ids, body.decision, body.note, body.client_decision_id, body.abuse_type
         )
-    request = DecisionRequest(
-        case_ids=tuple(sorted(set(body.case_ids))),
-        decision=body.decision,
-        amount=None,
-        note=body.note,
-        client_decision_id=body.client_decision_id,
-        kind=BULK,
-        abuse_type=body.abuse_type,
-    )
+    except ReviewError as error:
+        raise _refused(error) from None
     try:
         decided = ReviewService(state.settings, state.db).decide(request, principal)
     except ReviewError as error:
