@@ -23,6 +23,7 @@ from cashback.settings import Settings, get_settings
 from cashback.vocab import Role
 
 if TYPE_CHECKING:
+    from pipelines.kpis.compute import KpiResult
     from pipelines.rates_card import RateCard
 
 if TYPE_CHECKING:
@@ -1190,6 +1191,139 @@ def _print_counts(title: str, counts: dict[str, int]) -> None:
 
 
 # --------------------------------------------------------------------------- serving
+
+kpis_app = typer.Typer(help="Program KPIs and return on cashback.", no_args_is_help=True)
+app.add_typer(kpis_app, name="kpis")
+
+
+class KpiGroup(StrEnum):
+    """How `cashback kpis compute` groups customers."""
+
+    SEGMENT = "segment"
+    LIFECYCLE = "lifecycle"
+    CHANNEL = "channel"
+    CATEGORY = "category"
+
+
+class KpiPeriod(StrEnum):
+    """The reporting period of `cashback kpis compute`."""
+
+    WEEK = "week"
+    MONTH = "month"
+
+
+class ExportKind(StrEnum):
+    """A file format for exports."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+@kpis_app.command("compute")
+def kpis_compute(
+    since: Annotated[
+        str | None,
+        typer.Option("--from", help="first date YYYY-MM-DD (default: the first order)"),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--to", help="end date YYYY-MM-DD, exclusive (default: after the last order)"),
+    ] = None,
+    by: Annotated[KpiGroup | None, typer.Option(help="group by (default: none)")] = None,
+    period: Annotated[
+        KpiPeriod | None, typer.Option(help="week or month (default: the setting)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write kpis, cashback and return_on_cashback files in this directory"),
+    ] = None,
+    file_format: Annotated[ExportKind, typer.Option("--format")] = ExportKind.CSV,
+) -> None:
+    """KPIs per period and group: activity, retention, participation, cashback, return on it."""
+    from pipelines.kpi_compute import run  # noqa: PLC0415
+
+    settings = get_settings()
+    done = run(
+        settings,
+        period=period.value if period else None,
+        since=_parse_close(since),
+        until=_parse_close(until),
+        by=by.value if by else None,
+        out=out,
+        file_format=file_format.value,
+    )
+    _print_kpis(done.result, settings.currency)
+    for path in done.files:
+        _say(f"written {path}")
+
+
+def _print_kpis(result: KpiResult, currency: str) -> None:
+    """Each period and group's KPIs (activity, then cashback), the return on cashback, notes."""
+    span = f"{result.window.start:%Y-%m-%d} to {result.window.end:%Y-%m-%d}"
+    activity = Table(
+        result.window.period,
+        "group",
+        "active",
+        "orders/cust.",
+        f"AOV ({currency})",
+        "retention",
+        "repurchase",
+        title=f"customers {span}",
+    )
+    money = Table(
+        result.window.period,
+        "group",
+        "participation",
+        "omnichannel",
+        f"paid ({currency})",
+        f"clawed back ({currency})",
+        f"fraud loss ({currency})",
+        title=f"cashback {span}",
+    )
+
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
+    def amount(value: float | None) -> str:
+        return "—" if value is None else f"{value:,.0f}"
+
+    for row in result.table.iter_rows(named=True):
+        head = (f"{row['period']:%Y-%m-%d}", escape(str(row["group"])))
+        frequency = row["purchase_frequency"]
+        activity.add_row(
+            *head,
+            f"{row['active_customers']:,}",
+            "—" if frequency is None else f"{frequency:.2f}",
+            "—" if row["average_order_value"] is None else f"{row['average_order_value']:.2f}",
+            share(row["retention_rate"]),
+            share(row["repurchase_rate"]),
+        )
+        money.add_row(
+            *head,
+            share(row["participation_rate"]),
+            share(row["omnichannel_engagement"]),
+            amount(row["cashback_paid"]),
+            amount(row["cashback_clawed_back"]),
+            amount(row["fraud_loss"]),
+        )
+    out_console.print(activity)
+    out_console.print(money)
+    if not result.return_on_cashback.is_empty():
+        roc = Table(
+            "group", "exposures", "return on cashback", "95 % CI", title="return on cashback"
+        )
+        for row in result.return_on_cashback.iter_rows(named=True):
+            roc.add_row(
+                escape(str(row["group"])),
+                f"{row['exposures']:,}",
+                f"{row['return_on_cashback']:.2f}",
+                f"{row['low']:.2f} to {row['high']:.2f}",
+            )
+        out_console.print(roc)
+        _say(f"return on cashback: incremental margin per unit of cashback, from {result.source}")
+    for note in result.notes:
+        _say(f"note: {note}")
+
 
 keys_app = typer.Typer(help="API keys of the serving API (stored hashed).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")

@@ -342,6 +342,17 @@ class RateSettings(BaseModel):
     seed: int = Field(default=7, ge=0)
 
 
+class KpiSettings(BaseModel):
+    """Program KPIs (`cashback kpis compute`, `GET /v1/kpis`)."""
+
+    period: Literal["week", "month"] = Field(default="month", description="reporting period")
+    bootstrap_replicates: int = Field(
+        default=200, ge=10, description="customer bootstrap replicates of the return on cashback"
+    )
+    confidence_level: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = Field(default=0, ge=0)
+
+
 class ServingSettings(BaseModel):
     """The API (`cashback serve`): server, app database, request limits, claim audits."""
 
@@ -476,6 +487,7 @@ class Settings(BaseSettings):
     segments: SegmentSettings = SegmentSettings()
     rates: RateSettings = RateSettings()
     experiments: ExperimentSettings = ExperimentSettings()
+    kpis: KpiSettings = KpiSettings()
     serving: ServingSettings = ServingSettings()
     database_url: SecretStr | None = Field(
         default=None,

@@ -24,13 +24,28 @@ from cashback.attribution import attribute_to_exposures
 OUTCOMES = ("purchases", "spend", "margin", "paid_spend", "cashback", "fraud_cashback")
 
 
-def _orders(transactions: pl.LazyFrame, merchants: pl.LazyFrame) -> pl.LazyFrame:
-    """Purchases with their margin rate and the amount later returned of each."""
-    returned = (
+def returned_amounts(transactions: pl.LazyFrame) -> pl.LazyFrame:
+    """How much of each purchase was returned, whenever (txn_id, returned)."""
+    return (
         transactions.filter(pl.col("amount") < 0, pl.col("original_txn_id").is_not_null())
         .group_by(pl.col("original_txn_id").alias("txn_id"))
         .agg((-pl.col("amount")).sum().alias("returned"))
     )
+
+
+def fraud_claim_ids(labels: pl.LazyFrame) -> pl.LazyFrame:
+    """The claims labelled fraud (claim_id, fraud = True), once each."""
+    return (
+        labels.filter(pl.col("label") == "fraud")
+        .select("claim_id")
+        .unique()
+        .with_columns(pl.lit(value=True).alias("fraud"))
+    )
+
+
+def _orders(transactions: pl.LazyFrame, merchants: pl.LazyFrame) -> pl.LazyFrame:
+    """Purchases with their margin rate and the amount later returned of each."""
+    returned = returned_amounts(transactions)
     return (
         transactions.filter(pl.col("amount") > 0)
         .select("txn_id", "customer_id", "merchant_id", "ts", "amount")
@@ -45,9 +60,8 @@ def _orders(transactions: pl.LazyFrame, merchants: pl.LazyFrame) -> pl.LazyFrame
 
 def _claims(claims: pl.LazyFrame, labels: pl.LazyFrame) -> pl.LazyFrame:
     """Cashback claimed per transaction, and the part labelled fraud."""
-    fraud = labels.filter(pl.col("label") == "fraud").select("claim_id").unique()
     return (
-        claims.join(fraud.with_columns(pl.lit(True).alias("fraud")), on="claim_id", how="left")
+        claims.join(fraud_claim_ids(labels), on="claim_id", how="left")
         .group_by("txn_id")
         .agg(
             pl.col("cashback_amount").sum().alias("claimed_cashback"),
