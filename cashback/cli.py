@@ -1212,13 +1212,6 @@ class KpiPeriod(StrEnum):
     MONTH = "month"
 
 
-class ExportKind(StrEnum):
-    """A file format for exports."""
-
-    CSV = "csv"
-    PARQUET = "parquet"
-
-
 @kpis_app.command("compute")
 def kpis_compute(
     since: Annotated[
@@ -1237,7 +1230,7 @@ def kpis_compute(
         Path | None,
         typer.Option(help="write kpis, cashback and return_on_cashback files in this directory"),
     ] = None,
-    file_format: Annotated[ExportKind, typer.Option("--format")] = ExportKind.CSV,
+    file_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.CSV,
 ) -> None:
     """KPIs per period and group: activity, retention, participation, cashback, return on it."""
     from pipelines.kpi_compute import run  # noqa: PLC0415

@@ -96,18 +96,20 @@ def compute(
     placed = orders(inputs, window.with_previous(), group, features)
     lines = claim_lines(inputs, placed)
     rewards, why_not = exposure_rewards(inputs, window, group, features, inputs.last)
-    plans = [kpi_table(placed, lines, window, group.key)]
-    plans += [rewards if rewards is not None else pl.LazyFrame()]
+    plans = {"table": kpi_table(placed, lines, window, group.key)}
+    if rewards is not None:
+        plans["rewards"] = rewards
     if lines is not None:
-        plans.append(cashback_by_kind(lines.filter(window.contains(pl.col("period")))))
+        plans["cashback"] = cashback_by_kind(lines.filter(window.contains(pl.col("period"))))
     # one pass: the plans share their scans and joins (common subplans run once)
-    table, collected_rewards, *rest = pl.collect_all(plans)
-    cashback = rest[0] if rest else pl.DataFrame()
+    frames = dict(zip(plans, pl.collect_all(list(plans.values())), strict=True))
+    table = frames["table"]
     notes = [group.note] if group.note else []
     notes += _notes(inputs, window, table)
     if rewards is None:
         incremental, more = pl.DataFrame(), [why_not]
     else:
-        incremental, more = return_on_cashback(collected_rewards, bootstrap or Bootstrap())
+        incremental, more = return_on_cashback(frames["rewards"], bootstrap or Bootstrap())
     notes += more
+    cashback = frames.get("cashback", pl.DataFrame())
     return KpiResult(window, group.key, table, cashback, incremental, tuple(notes))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Final, Generic, TypeVar
 
 import numpy as np
 import polars as pl
@@ -261,8 +262,11 @@ def analysis_inputs(settings: Settings) -> tuple[Hashable, ...]:
     return (str(settings.data_dir), config, *(_stat(path) for path in paths))
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class PageCache:
+class PageCache(Generic[T]):
     """The last pages made, each under what it was made from (the oldest dropped past `size`).
 
     A page is made outside the lock: two requests for the same missing page may both make
@@ -270,10 +274,10 @@ class PageCache:
     """
 
     size: int = 16
-    _pages: OrderedDict[Hashable, str] = field(default_factory=OrderedDict)
+    _pages: OrderedDict[Hashable, T] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def get(self, key: Hashable, make: Callable[[], str]) -> str:
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
         """The page kept under `key`, else `make()` (kept unless it raises)."""
         with self._lock:
             if key in self._pages:
@@ -311,8 +315,14 @@ class RatesView:
     currency: str
 
 
+RATES_VIEWS: Final[PageCache[RatesView]] = PageCache(size=4)
+
+
 def rates_view(settings: Settings, runtime: Runtime) -> RatesView:
     """The served rates champion's card, fairness and frontier.
+
+    Kept until the served version, the rates settings or a file of the rates run change:
+    the frontier is re-solved from the run's saved values, too slow to redo on every view.
 
     Raises:
         CashbackError: when no rates champion is served, or its run wrote no card; the
@@ -325,14 +335,21 @@ def rates_view(settings: Settings, runtime: Runtime) -> RatesView:
             "`cashback models promote rates`: the running API loads it at its next check"
         )
         raise CashbackError(msg)
-    card = load_card(rates_directory(settings))
+    version, directory = runtime.rates.version, rates_directory(settings)
+    files = sorted(directory.iterdir()) if directory.is_dir() else []
+    key = (version, settings.rates.model_dump_json(), settings.currency, *map(_stat, files))
+    return RATES_VIEWS.get(key, lambda: _rates_view(settings, version, directory))
+
+
+def _rates_view(settings: Settings, version: str, directory: Path) -> RatesView:
+    card = load_card(directory)
     try:
         frontier: Frontier | None = simulate_budget(settings)
         problem = None
     except CashbackError as error:
         frontier, problem = None, str(error)
     return RatesView(
-        version=runtime.rates.version,
+        version=version,
         card=card,
         gaps=fairness_gaps(card.fairness),
         frontier=frontier,

@@ -56,7 +56,7 @@ REPORT_HEADERS: Final = {
     "X-Frame-Options": "SAMEORIGIN",
 }
 
-REPORTS: Final = PageCache()  # the last reports made, by what they were made from
+REPORTS: Final[PageCache[str]] = PageCache()  # the last reports made, by what they were made from
 
 router = APIRouter(prefix="/experiments")
 

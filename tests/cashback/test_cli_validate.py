@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -13,24 +11,12 @@ import pytest
 
 from cashback.tables import write_table
 from tests.cashback.dataset_builder import valid_dataset, with_values
-
-CASHBACK = Path(sys.executable).with_name("cashback")
+from tests.console_script import CASHBACK, run_cashback
 
 
 def run_validate(directory: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """Run the console script in tmp_path with a wide, plain terminal and no CASHBACK_* vars."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CASHBACK_")}
-    env.update(COLUMNS="200", NO_COLOR="1", TERM="dumb", PYTHONIOENCODING="utf-8")
-    return subprocess.run(
-        [str(CASHBACK), "data", "validate", str(directory)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    """Run `cashback data validate DIR` in tmp_path."""
+    return run_cashback("data", "validate", str(directory), cwd=tmp_path)
 
 
 def _write_dataset(directory: Path, dataset: dict[str, pl.DataFrame]) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -12,29 +10,13 @@ from polars.testing import assert_frame_equal
 
 from cashback.settings import Settings
 from pipelines.kpi_compute import run
+from tests.console_script import run_cashback
 from tests.pipelines.kpis.small_program import small_program
-
-CASHBACK = Path(sys.executable).with_name("cashback")
 
 
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CASHBACK_")}
-    env.update(
-        CASHBACK_DATA_DIR=str(data_dir),
-        COLUMNS="200",
-        NO_COLOR="1",
-        TERM="dumb",
-        PYTHONIOENCODING="utf-8",
-    )
-    return subprocess.run(
-        [str(CASHBACK), "kpis", "compute", *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        cwd=data_dir,
-        env=env,
-        timeout=120,
-        check=False,
+    return run_cashback(
+        "kpis", "compute", *args, cwd=data_dir, env={"CASHBACK_DATA_DIR": str(data_dir)}
     )
 
 

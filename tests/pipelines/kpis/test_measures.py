@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
 from cashback.settings import FeatureSettings
@@ -144,9 +145,7 @@ def test_the_cashback_breakdown_adds_up_to_the_kpis(program: tuple[Path, SmallPr
     result = _compute(directory, None)
 
     # then the money split by payout method and offer kind sums to each month's totals
-    per_month = result.cashback.group_by("period").agg(
-        claims_paid=__import__("polars").col("paid").sum()
-    )
+    per_month = result.cashback.group_by("period").agg(claims_paid=pl.col("paid").sum())
     totals = dict(zip(result.table["period"], result.table["cashback_paid"], strict=True))
     for period, paid in per_month.iter_rows():
         assert paid == pytest.approx(totals[period], rel=1e-9)
